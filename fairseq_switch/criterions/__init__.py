@@ -1,0 +1,1 @@
+from . import switch_cross_entropy  # noqa: F401

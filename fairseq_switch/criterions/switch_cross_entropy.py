@@ -1,0 +1,130 @@
+"""`switch_cross_entropy`: label-smoothed cross-entropy + the Switch auxiliary losses.
+
+loss = CE + moe_loss_weight * sum_layers N * sum_i f_i P_i + router_z_loss_weight * sum_layers z_loss
+
+With moe_loss_weight = alpha = 1e-2 this is the paper's Eq. 4 per layer (balanced routing adds
+exactly alpha per layer). fairseq sums the CE over tokens and divides the gradient by
+sample_size, so the auxiliary terms are multiplied by sample_size to keep their weight.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.logging import metrics
+
+
+@dataclass
+class SwitchCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    moe_loss_weight: float = field(
+        default=0.01, metadata={"help": "alpha: weight of each Switch layer's load-balancing loss (Eq. 4)"}
+    )
+    router_z_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of the router z-loss (ST-MoE uses 1e-3; the Switch paper recipe uses 0)"},
+    )
+
+
+def routing_logging_output(routings) -> Dict[str, torch.Tensor]:
+    """Summable statistics: per-layer expert token counts, drops, entropy (all detached)."""
+    out: Dict[str, torch.Tensor] = {}
+    if not routings:
+        return out
+    out["moe_layers"] = len(routings)
+    out["moe_balance"] = sum(r.balance_loss.detach() for r in routings)
+    out["moe_z"] = sum(r.z_loss.detach() for r in routings)
+    out["moe_ntokens"] = sum(r.stats.num_tokens for r in routings)
+    out["moe_dropped"] = sum(r.stats.num_dropped for r in routings)
+    out["moe_entropy"] = sum(r.stats.entropy_sum for r in routings)
+    for i, r in enumerate(routings):
+        out[f"moe_counts_{i}"] = r.stats.expert_counts
+    return out
+
+
+@register_criterion("switch_cross_entropy", dataclass=SwitchCrossEntropyConfig)
+class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(
+        self,
+        task,
+        sentence_avg,
+        label_smoothing,
+        ignore_prefix_size=0,
+        report_accuracy=False,
+        moe_loss_weight=0.01,
+        router_z_loss_weight=0.0,
+    ):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        if moe_loss_weight < 0 or router_z_loss_weight < 0:
+            raise ValueError(
+                f"--moe-loss-weight ({moe_loss_weight}) and --router-z-loss-weight ({router_z_loss_weight}) must be >= 0"
+            )
+        self.moe_loss_weight = moe_loss_weight
+        self.router_z_loss_weight = router_z_loss_weight
+
+    def forward(self, model, sample, reduce=True):
+        net_output = model(**sample["net_input"])
+        loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        routings = net_output[1].get("moe_routing", []) if isinstance(net_output[1], dict) else []
+        routings = [r for r in routings if r is not None]
+        ce = loss
+        if routings:
+            aux = self.moe_loss_weight * sum(r.balance_loss for r in routings)
+            aux = aux + self.router_z_loss_weight * sum(r.z_loss for r in routings)
+            loss = loss + aux.to(loss.dtype) * sample_size
+        logging_output = {
+            "loss": loss.data,
+            "ce_loss": ce.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "nbatches": 1,
+        }
+        logging_output.update(routing_logging_output(routings))
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = n_correct.data.item()
+            logging_output["total"] = total.data.item()
+        return loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs: List[Dict]) -> None:
+        super().reduce_metrics(logging_outputs)
+
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        sample_size = total("sample_size")
+        if sample_size > 0 and any("ce_loss" in log for log in logging_outputs):
+            metrics.log_scalar("ce_loss", float(total("ce_loss")) / sample_size / math.log(2), sample_size, round=3)
+        nbatches = total("nbatches")
+        ntok = float(total("moe_ntokens"))
+        if nbatches == 0 or not any("moe_layers" in log for log in logging_outputs):
+            return
+        # Losses: sum over layers, averaged over batches/workers (each log is one batch).
+        metrics.log_scalar("moe_balance", float(total("moe_balance")) / nbatches, nbatches, round=4)
+        metrics.log_scalar("moe_z", float(total("moe_z")) / nbatches, nbatches, round=4)
+        # Token statistics are pooled over every layer, batch and worker.
+        metrics.log_scalar("moe_dropped", float(total("moe_dropped")) / max(ntok, 1.0), ntok, round=4)
+        metrics.log_scalar("moe_entropy", float(total("moe_entropy")) / max(ntok, 1.0), ntok, round=4)
+        layer = 0
+        while any(f"moe_counts_{layer}" in log for log in logging_outputs):
+            counts = sum(log[f"moe_counts_{layer}"] for log in logging_outputs if f"moe_counts_{layer}" in log)
+            counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+            mean = counts.mean().clamp(min=1e-9)
+            weight = float(counts.sum())
+            metrics.log_scalar(f"moe_load_max_{layer}", float(counts.max() / mean), weight, round=3)
+            metrics.log_scalar(f"moe_load_cv_{layer}", float(counts.std(unbiased=False) / mean), weight, round=3)
+            layer += 1
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        # Every value is a number or a fixed-shape tensor whose sum across workers is meaningful.
+        return True

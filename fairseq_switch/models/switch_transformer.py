@@ -1,0 +1,251 @@
+"""`switch_transformer`: fairseq's encoder-decoder transformer with Switch FFNs (paper Sec. 2).
+
+fairseq's encoder, decoder and layers are reused as they are. In every `--moe-freq`-th layer
+the FFN block (fc1 -> activation -> dropout -> fc2) is swapped for a `SwitchFFN`; the layer's
+own forward, layer norms, dropout and residual stay fairseq's. `--moe-expert-count 0` is the
+dense twin: the very same model with no swap.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+from fairseq import utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+)
+
+from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SwitchConfig(FairseqDataclass):
+    """Mixture-of-experts options; every other option is fairseq's transformer's."""
+
+    moe_expert_count: int = field(
+        default=0, metadata={"help": "experts per Switch FFN layer (N); 0 builds the dense twin"}
+    )
+    moe_freq: int = field(
+        default=2,
+        metadata={"help": "every moe_freq-th FFN (encoder and decoder) is a Switch FFN; 2 = every other (paper)"},
+    )
+    moe_capacity_factor: float = field(
+        default=1.25, metadata={"help": "training capacity factor: slots per expert = ceil(tokens/N * factor)"}
+    )
+    moe_eval_capacity_factor: float = field(
+        default=2.0, metadata={"help": "capacity factor in eval mode (validation)"}
+    )
+    moe_eval_no_drop: bool = field(
+        default=False, metadata={"help": "drop no token in eval mode (capacity = all tokens), ignoring the eval factor"}
+    )
+    moe_gen_drop: bool = field(
+        default=False,
+        metadata={
+            "help": "let generation (fairseq-generate, incremental decoding) drop tokens at the eval capacity "
+            "factor; by default generation routes every token"
+        },
+    )
+    moe_min_capacity: int = field(default=4, metadata={"help": "minimum slots per expert, so tiny batches still route"})
+    moe_jitter_eps: float = field(
+        default=0.01, metadata={"help": "router input jitter U(1-eps, 1+eps), training only; 0 disables"}
+    )
+    moe_batch_prioritized: bool = field(
+        default=False,
+        metadata={"help": "keep the tokens with the highest router probability first (default: position order)"},
+    )
+    moe_router_init_scale: float = field(
+        default=0.1, metadata={"help": "router init: truncated normal, std = sqrt(scale / d_model) (Sec. 2.4)"}
+    )
+    moe_expert_dropout: Optional[float] = field(
+        default=None,
+        metadata={"help": "dropout on the experts' hidden activation (paper fine-tuning: 0.4); default --activation-dropout"},
+    )
+    moe_dispatch: ChoiceEnum(list(DISPATCH_CHOICES)) = field(
+        default="index",
+        metadata={"help": "index: gather/scatter by index (fast); einsum: fairscale MOELayer reference path"},
+    )
+
+
+def _identity(x):
+    return x
+
+
+def build_switch_ffn(cfg, embed_dim: int, ffn_dim: int) -> SwitchFFN:
+    expert_dropout = cfg.moe_expert_dropout
+    if expert_dropout is None:
+        expert_dropout = cfg.activation_dropout or getattr(cfg, "relu_dropout", 0.0) or 0.0
+    return SwitchFFN(
+        embed_dim,
+        ffn_dim,
+        cfg.moe_expert_count,
+        activation_fn=utils.get_activation_fn(activation=cfg.activation_fn),
+        expert_dropout=float(expert_dropout),
+        capacity_factor=cfg.moe_capacity_factor,
+        eval_capacity_factor=None if cfg.moe_eval_no_drop else cfg.moe_eval_capacity_factor,
+        min_capacity=cfg.moe_min_capacity,
+        jitter_eps=cfg.moe_jitter_eps,
+        batch_prioritized=cfg.moe_batch_prioritized,
+        router_init_scale=cfg.moe_router_init_scale,
+        dispatch=str(cfg.moe_dispatch),
+        generation_no_drop=not cfg.moe_gen_drop,
+    )
+
+
+def _swap_in_switch_ffn(layer: nn.Module, cfg, embed_dim: int, ffn_dim: int) -> SwitchFFN:
+    """Replace a fairseq layer's fc1 -> act -> dropout -> fc2 by one SwitchFFN, keeping its forward."""
+    if getattr(layer, "ffn_layernorm", None) is not None:
+        raise ValueError("--scale-fc puts a LayerNorm inside the FFN; it is not supported with Switch FFNs")
+    if cfg.quant_noise.pq > 0:
+        raise ValueError("--quant-noise-pq is not supported on Switch FFN layers; set it to 0")
+    ffn = build_switch_ffn(cfg, embed_dim, ffn_dim)
+    layer.fc1 = ffn
+    layer.fc2 = nn.Identity()
+    layer.activation_fn = _identity
+    layer.activation_dropout_module = nn.Identity()
+    return ffn
+
+
+class _SwitchHostMixin:
+    """Shared by the encoder and the decoder: which layers are Switch, and their routing context."""
+
+    def _init_switch_ids(self, cfg, num_layers: int) -> None:
+        self._switch_ids = (
+            set(switch_layer_ids(num_layers, cfg.moe_freq)) if cfg.moe_expert_count > 0 else set()
+        )
+        self._layers_built = 0
+
+    def _maybe_swap(self, layer, cfg, embed_dim: int, ffn_dim: int):
+        i = self._layers_built
+        self._layers_built += 1
+        if i in self._switch_ids:
+            _swap_in_switch_ffn(layer, cfg, embed_dim, ffn_dim)
+        return layer
+
+    @property
+    def switch_ffns(self) -> List[SwitchFFN]:
+        return [m for m in self.modules() if isinstance(m, SwitchFFN)]
+
+    def _set_routing_context(self, tokens: torch.Tensor, no_drop: bool) -> None:
+        # fairseq layers see T x B x C; tokens are B x T.
+        mask = tokens.eq(self.padding_idx).t()
+        for ffn in self.switch_ffns:
+            ffn.padding_mask = mask
+            ffn.set_no_drop(no_drop or (ffn.generating and ffn.generation_no_drop))
+
+
+class SwitchTransformerEncoder(_SwitchHostMixin, TransformerEncoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+        self._init_switch_ids(cfg, cfg.encoder.layers)
+        TransformerEncoderBase.__init__(self, cfg, dictionary, embed_tokens, return_fc=return_fc)
+
+    def build_encoder_layer(self, cfg):
+        layer = super().build_encoder_layer(cfg)
+        return self._maybe_swap(layer, cfg, cfg.encoder.embed_dim, cfg.encoder.ffn_embed_dim)
+
+    def forward(self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None):
+        self._set_routing_context(src_tokens, no_drop=False)
+        return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+
+
+class SwitchTransformerDecoder(_SwitchHostMixin, TransformerDecoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+        self._init_switch_ids(cfg, cfg.decoder.layers)
+        TransformerDecoderBase.__init__(
+            self, cfg, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn, output_projection=output_projection
+        )
+
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        layer = super().build_decoder_layer(cfg, no_encoder_attn)
+        return self._maybe_swap(layer, cfg, cfg.decoder.embed_dim, cfg.decoder.ffn_embed_dim)
+
+    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
+        # Incremental decoding is generation: route every token unless --moe-gen-drop.
+        self._set_routing_context(tokens, no_drop=incremental_state is not None and not self.cfg.moe_gen_drop)
+        return super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
+
+
+@register_model("switch_transformer")
+class SwitchTransformerModel(TransformerModel):
+    """fairseq's transformer with a Switch FFN in every `--moe-freq`-th layer.
+
+    The decoder's extra output carries `moe_routing`: one RouterOutput per Switch FFN
+    (encoder layers first), which `switch_cross_entropy` turns into losses and metrics.
+    """
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        gen_parser_from_dataclass(parser, SwitchConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, args, task):
+        validate_switch_args(args)
+        model = super().build_model(args, task)
+        n = len(model.switch_ffns)
+        if n:
+            logger.info(
+                f"Switch FFNs: {n} layers x {args.moe_expert_count} experts "
+                f"({model.switch_ffns[0].num_local_experts} on this rank), dispatch={args.moe_dispatch}"
+            )
+        return model
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return SwitchTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        return SwitchTransformerDecoder(
+            TransformerConfig.from_namespace(args),
+            tgt_dict,
+            embed_tokens,
+            no_encoder_attn=getattr(args, "no_cross_attention", False),
+        )
+
+    @property
+    def switch_ffns(self) -> List[SwitchFFN]:
+        return self.encoder.switch_ffns + self.decoder.switch_ffns
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        x, extra = super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
+        extra["moe_routing"] = [ffn.last_routing for ffn in self.switch_ffns]
+        return x, extra
+
+
+def validate_switch_args(args) -> None:
+    """Clear errors for bad MoE settings, before anything is built."""
+    set_switch_defaults(args)
+    n = args.moe_expert_count
+    if n is None or n < 0:
+        raise ValueError(f"--moe-expert-count must be >= 1 for a Switch model (or 0 for the dense twin), got {n}")
+    if n == 0:
+        return
+    for name in ("moe_capacity_factor", "moe_eval_capacity_factor"):
+        v = getattr(args, name)
+        if not v > 0:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be > 0, got {v}; typical values are 1.25 (train) and 2.0 (eval)")
+    if args.moe_min_capacity < 1:
+        raise ValueError(f"--moe-min-capacity must be >= 1, got {args.moe_min_capacity}")
+    # Raises for --moe-freq < 1 or larger than the number of layers.
+    switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq)
+
+
+def set_switch_defaults(args) -> None:
+    """Fill every SwitchConfig option missing from `args` (old checkpoints, plain --arch transformer args)."""
+    for name, f in SwitchConfig.__dataclass_fields__.items():
+        if getattr(args, name, None) is None and f.default is not None:
+            setattr(args, name, f.default)
+        elif not hasattr(args, name):
+            setattr(args, name, None)

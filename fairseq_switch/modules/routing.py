@@ -1,0 +1,213 @@
+"""Top-1 ("switch") routing, SPEC §1-2 / paper Sec. 2.1-2.2 and 2.4.
+
+The router only decides: which expert each token goes to, with which gate value, and
+whether the token keeps a capacity slot. Moving tokens to experts is `switch_layer.py`'s job.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# Standard deviation of a unit normal truncated to [-2, 2].
+_TRUNC_NORMAL_2SIGMA_STD = 0.87962566103423978
+
+
+@dataclass
+class RouterStats:
+    """Per-call statistics over the non-padding tokens (detached)."""
+
+    expert_counts: torch.Tensor  # [E] tokens whose argmax is each expert, before capacity drops
+    num_tokens: torch.Tensor  # scalar: non-padding tokens routed
+    num_dropped: torch.Tensor  # scalar: non-padding tokens that found their expert full
+    entropy_sum: torch.Tensor  # scalar: sum over tokens of the router distribution's entropy (nats)
+
+    @property
+    def expert_fraction(self) -> torch.Tensor:
+        return self.expert_counts.float() / self.num_tokens.clamp(min=1)
+
+    @property
+    def dropped_fraction(self) -> torch.Tensor:
+        return self.num_dropped.float() / self.num_tokens.clamp(min=1)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        return self.entropy_sum / self.num_tokens.clamp(min=1)
+
+
+@dataclass
+class RouterOutput:
+    """What the router decided for each of the T flattened tokens."""
+
+    expert_index: torch.Tensor  # [T] long, argmax expert (meaningless where padding)
+    gate: torch.Tensor  # [T] fp32 p_{i*}(x), carries the router gradient; 0 where not kept
+    kept: torch.Tensor  # [T] bool, token holds a capacity slot (False for padding and drops)
+    slot: torch.Tensor  # [T] long, slot inside its expert's capacity buffer (-1 if not kept)
+    capacity: int  # slots per expert
+    balance_loss: torch.Tensor  # scalar N * sum_i f_i P_i (Eq. 4); 1.0 when balanced
+    z_loss: torch.Tensor  # scalar mean_x logsumexp(h(x))^2 (ST-MoE)
+    stats: RouterStats
+
+
+def expert_capacity(
+    num_tokens: int, num_experts: int, capacity_factor: Optional[float], min_capacity: int
+) -> int:
+    """Slots per expert: ceil(tokens / N * capacity_factor), at least `min_capacity`.
+
+    `capacity_factor=None` is the no-drop mode: every token could pick the same expert.
+    """
+    if capacity_factor is None:
+        return max(num_tokens, 1)
+    cap = math.ceil(num_tokens / num_experts * capacity_factor)
+    return max(cap, min_capacity, 1)
+
+
+class Top1Router(nn.Module):
+    """Switch router: logits h(x) = W_r x in fp32, top-1 expert, capacity and aux losses.
+
+    Args:
+        embed_dim: model width d.
+        num_experts: N (experts of the whole layer, across all ranks).
+        capacity_factor: training capacity factor.
+        eval_capacity_factor: capacity factor in eval mode; None means drop nothing.
+        min_capacity: lower bound on slots per expert, so tiny batches still route.
+        jitter_eps: training-only multiplicative noise U(1-eps, 1+eps) on the router input.
+        batch_prioritized: keep the highest-probability tokens first instead of position order.
+        init_scale: s in the truncated-normal init std = sqrt(s / fan_in) (Sec. 2.4).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_experts: int,
+        capacity_factor: float = 1.25,
+        eval_capacity_factor: Optional[float] = 2.0,
+        min_capacity: int = 4,
+        jitter_eps: float = 1e-2,
+        batch_prioritized: bool = False,
+        init_scale: float = 0.1,
+    ):
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        for name, cf in (("capacity_factor", capacity_factor), ("eval_capacity_factor", eval_capacity_factor)):
+            if cf is not None and not cf > 0:
+                raise ValueError(
+                    f"{name} must be > 0, got {cf}; use e.g. 1.25 (train) / 2.0 (eval), "
+                    "or no-drop mode for evaluation"
+                )
+        if min_capacity < 1:
+            raise ValueError(f"min_capacity must be >= 1, got {min_capacity}")
+        if jitter_eps < 0 or jitter_eps >= 1:
+            raise ValueError(f"jitter_eps must be in [0, 1), got {jitter_eps}")
+        self.num_experts = num_experts
+        self.capacity_factor = capacity_factor
+        self.eval_capacity_factor = eval_capacity_factor
+        self.min_capacity = min_capacity
+        self.jitter_eps = jitter_eps
+        self.batch_prioritized = batch_prioritized
+        # Set by the layer (e.g. during generation) to route every token.
+        self.no_drop = False
+        # The router stays fp32 even when the model is cast to half (selective precision, Sec. 2.4).
+        self.weight = nn.Parameter(torch.empty(num_experts, embed_dim))
+        self.reset_parameters(init_scale)
+
+    def reset_parameters(self, init_scale: float = 0.1) -> None:
+        # Sec. 2.4: truncated normal whose std is sqrt(s / fan_in). Cutting a normal at +-2 sigma
+        # shrinks its std by 0.8796, so widen it first (as variance-scaling initializers do).
+        std = math.sqrt(init_scale / self.weight.shape[1]) / _TRUNC_NORMAL_2SIGMA_STD
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+    def current_capacity_factor(self) -> Optional[float]:
+        if self.no_drop:
+            return None
+        return self.capacity_factor if self.training else self.eval_capacity_factor
+
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, capacity: Optional[int] = None
+    ) -> RouterOutput:
+        """Route T tokens.
+
+        Args:
+            x: [T, d] tokens in any dtype; routed in fp32.
+            padding_mask: [T] bool, True where the token is padding (never routed).
+            capacity: slots per expert, overriding the capacity factor (e.g. one agreed across ranks).
+        """
+        num_tokens, embed_dim = x.shape
+        if embed_dim != self.weight.shape[1]:
+            raise ValueError(f"router expects width {self.weight.shape[1]}, got input of shape {tuple(x.shape)}")
+        E = self.num_experts
+        valid = (
+            torch.ones(num_tokens, dtype=torch.bool, device=x.device)
+            if padding_mask is None
+            else ~padding_mask.reshape(-1).to(torch.bool)
+        )
+        x = x.float()
+        if self.training and self.jitter_eps > 0:
+            noise = torch.empty_like(x).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
+            x = x * noise
+        logits = F.linear(x, self.weight.float())  # [T, E] fp32
+        probs = F.softmax(logits, dim=-1)
+        expert_index = probs.argmax(dim=-1)
+
+        validf = valid.float()
+        n_valid = validf.sum()
+        denom = n_valid.clamp(min=1.0)
+        # Eq. 4-6: f_i counts argmax choices (before drops), P_i averages probabilities.
+        counts = torch.zeros(E, device=x.device, dtype=torch.float32).index_add_(0, expert_index, validf)
+        f = counts / denom
+        P = (probs * validf[:, None]).sum(0) / denom
+        balance_loss = E * (f * P).sum()
+        z_loss = (torch.logsumexp(logits, dim=-1).pow(2) * validf).sum() / denom
+
+        if capacity is None:
+            capacity = expert_capacity(int(n_valid.item()), E, self.current_capacity_factor(), self.min_capacity)
+        slot = self._slots(expert_index, probs, valid)
+        kept = valid & (slot < capacity)
+        slot = torch.where(kept, slot, torch.full_like(slot, -1))
+        gate = probs.gather(1, expert_index[:, None]).squeeze(1) * kept.float()
+
+        with torch.no_grad():
+            entropy = -(probs * torch.log(probs.clamp(min=1e-9))).sum(-1)
+            stats = RouterStats(
+                expert_counts=counts.detach(),
+                num_tokens=n_valid.detach(),
+                num_dropped=(n_valid - kept.float().sum()).detach(),
+                entropy_sum=(entropy * validf).sum(),
+            )
+        return RouterOutput(
+            expert_index=expert_index,
+            gate=gate,
+            kept=kept,
+            slot=slot,
+            capacity=capacity,
+            balance_loss=balance_loss,
+            z_loss=z_loss,
+            stats=stats,
+        )
+
+    def _slots(self, expert_index: torch.Tensor, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Rank of each token among the tokens that chose the same expert, in priority order.
+
+        Position order by default; batch-prioritized (highest router probability first) as an option.
+        Padding is sorted past every expert so it never takes a slot. O(T log T), no T x E x C tensor.
+        """
+        T = expert_index.numel()
+        E = self.num_experts
+        key = torch.where(valid, expert_index, torch.full_like(expert_index, E))
+        if self.batch_prioritized:
+            top_p = probs.detach().gather(1, expert_index[:, None]).squeeze(1)
+            priority = torch.argsort(-top_p, stable=True)
+        else:
+            priority = torch.arange(T, device=key.device)
+        order = priority[torch.argsort(key[priority], stable=True)]  # grouped by expert, priority inside
+        group_sizes = torch.bincount(key, minlength=E + 1)
+        group_start = torch.cumsum(group_sizes, 0) - group_sizes
+        rank_sorted = torch.arange(T, device=key.device) - group_start[key[order]]
+        slot = torch.empty_like(rank_sorted)
+        slot[order] = rank_sorted
+        return slot

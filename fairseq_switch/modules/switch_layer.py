@@ -1,0 +1,245 @@
+"""The Switch FFN (paper Sec. 2.1, Fig. 2): route each token to one expert FFN.
+
+Dispatch is index based: kept tokens are gathered by index, the experts run on exactly the
+tokens routed to them, and outputs are scattered back multiplied by the gate value. A
+dropped token outputs exactly 0, so the surrounding residual connection carries it (SPEC §1).
+No tokens x experts x capacity tensor is ever built.
+
+With W expert-parallel ranks the kept tokens are written into the [experts, capacity, d]
+dispatch buffer and exchanged with fairscale's all-to-all (SPEC §4). With one process that
+exchange is the identity, so the buffer is skipped and the experts run on the compact
+expert-sorted tokens (a grouped per-expert matmul, no padded slots).
+
+`dispatch="einsum"` selects the reference path: fairscale's MOELayer unchanged, driven by
+the same router through fairscale's gate interface.
+"""
+
+import socket
+from typing import Callable, List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from fairscale.nn.moe.moe_layer import MOELayer, _AllToAll
+
+from .routing import RouterOutput, Top1Router, expert_capacity
+
+DISPATCH_CHOICES = ("index", "einsum")
+
+
+class ExpertFFN(nn.Module):
+    """One expert: fc1 -> activation -> expert dropout -> fc2 (same shapes as the dense FFN)."""
+
+    def __init__(self, embed_dim: int, ffn_dim: int, activation_fn: Callable, dropout: float, bias: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, ffn_dim, bias=bias)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim, bias=bias)
+        self.activation_fn = activation_fn
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation_fn(self.fc1(x))))
+
+
+class _ReferenceTop1Gate(nn.Module):
+    """The Switch router in fairscale's gate interface: (l_aux, combine_weights, dispatch_mask).
+
+    Builds the dense [S, E, C] tensors MOELayer expects; only used by the reference path.
+    """
+
+    def __init__(self, router: Top1Router):
+        super().__init__()
+        self.router = router
+        self.padding_mask: Optional[torch.Tensor] = None
+        self.capacity: Optional[int] = None
+        self.last_routing: Optional[RouterOutput] = None
+
+    def forward(self, x: torch.Tensor):
+        r = self.router(x, self.padding_mask, capacity=self.capacity)
+        self.last_routing = r
+        S, E, C = x.shape[0], self.router.num_experts, r.capacity
+        dispatch = torch.zeros(S, E, C, dtype=torch.bool, device=x.device)
+        tok = r.kept.nonzero().squeeze(1)
+        dispatch[tok, r.expert_index[tok], r.slot[tok]] = True
+        combine = dispatch.to(x.dtype) * r.gate.to(x.dtype)[:, None, None]
+        return r.balance_loss, combine, dispatch
+
+
+def _single_process_group():
+    """fairscale's MOELayer needs a process group even for one process; make a 1-rank gloo one."""
+    if not dist.is_initialized():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=1, rank=0)
+    return dist.group.WORLD
+
+
+class SwitchFFN(nn.Module):
+    """Drop-in replacement for a transformer FFN block: router + N expert FFNs.
+
+    Input x is [..., d] (fairseq's T x B x C works as is); `padding_mask` has x's leading shape
+    (or its transpose for fairseq's B x T masks, see `forward`). After each call
+    `last_routing` holds the router's decision, losses and statistics.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        ffn_dim: int,
+        num_experts: int,
+        activation_fn: Callable,
+        expert_dropout: float = 0.0,
+        bias: bool = True,
+        capacity_factor: float = 1.25,
+        eval_capacity_factor: Optional[float] = 2.0,
+        min_capacity: int = 4,
+        jitter_eps: float = 1e-2,
+        batch_prioritized: bool = False,
+        router_init_scale: float = 0.1,
+        dispatch: str = "index",
+        generation_no_drop: bool = True,
+        group: Optional[dist.ProcessGroup] = None,
+    ):
+        super().__init__()
+        if dispatch not in DISPATCH_CHOICES:
+            raise ValueError(f"dispatch must be one of {DISPATCH_CHOICES}, got {dispatch!r}")
+        self.router = Top1Router(
+            embed_dim,
+            num_experts,
+            capacity_factor=capacity_factor,
+            eval_capacity_factor=eval_capacity_factor,
+            min_capacity=min_capacity,
+            jitter_eps=jitter_eps,
+            batch_prioritized=batch_prioritized,
+            init_scale=router_init_scale,
+        )
+        self.num_experts = num_experts
+        self.group = group
+        self.world_size = dist.get_world_size(group) if dist.is_initialized() else 1
+        if num_experts % self.world_size != 0:
+            raise ValueError(
+                f"--moe-expert-count {num_experts} does not divide across {self.world_size} "
+                f"expert-parallel ranks; use a multiple of {self.world_size} experts"
+            )
+        self.num_local_experts = num_experts // self.world_size
+        self.experts = nn.ModuleList(
+            ExpertFFN(embed_dim, ffn_dim, activation_fn, expert_dropout, bias) for _ in range(self.num_local_experts)
+        )
+        for p in self.experts.parameters():
+            p.expert = True  # excluded from the data-parallel all-reduce (SPEC §4)
+        self.dispatch = dispatch
+        self._reference: Optional[MOELayer] = None
+        self.last_routing: Optional[RouterOutput] = None
+        # Routing context set by the host encoder/decoder before each call (fairseq's layers
+        # only pass x to the FFN): T x B padding mask, and whether we are generating.
+        self.padding_mask: Optional[torch.Tensor] = None
+        self.generation_no_drop = generation_no_drop
+        self.generating = False
+
+    # -- public -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: [..., d]; padding_mask: bool with x's leading shape, True at padding
+        (default: the mask the host set in `self.padding_mask`)."""
+        if padding_mask is None:
+            padding_mask = self.padding_mask
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        mask = None if padding_mask is None else padding_mask.reshape(-1)
+        if mask is not None and mask.numel() != tokens.shape[0]:
+            raise ValueError(f"padding mask of shape {tuple(padding_mask.shape)} does not match input {tuple(shape)}")
+        if self.dispatch == "einsum":
+            out = self._forward_reference(tokens, mask)
+        else:
+            capacity = self._agreed_capacity(tokens, mask) if self.world_size > 1 else None
+            r = self.router(tokens, mask, capacity=capacity)
+            self.last_routing = r
+            if self.world_size == 1:
+                out = self._forward_local(tokens, r)
+            else:
+                out = self._forward_expert_parallel(tokens, r)
+        return out.reshape(shape)
+
+    def set_no_drop(self, value: bool) -> None:
+        """Route every token regardless of capacity (generation)."""
+        self.router.no_drop = value
+
+    def make_generation_fast_(self, **kwargs) -> None:
+        """fairseq-generate calls this (via prepare_for_inference_) on every module."""
+        self.generating = True
+
+    # -- index dispatch ---------------------------------------------------------------------
+    def _sorted_kept(self, r: RouterOutput):
+        """Kept token ids sorted by expert (position/priority order inside), and per-expert counts."""
+        tok = r.kept.nonzero().squeeze(1)
+        key = r.expert_index[tok] * r.capacity + r.slot[tok]
+        tok = tok[torch.argsort(key)]
+        counts = torch.bincount(r.expert_index[tok], minlength=self.num_experts)
+        return tok, counts
+
+    def _combine(self, tokens: torch.Tensor, tok: torch.Tensor, y: torch.Tensor, r: RouterOutput) -> torch.Tensor:
+        y = y * r.gate[tok].to(y.dtype)[:, None]
+        return tokens.new_zeros(tokens.shape).index_copy(0, tok, y)
+
+    def _forward_local(self, tokens: torch.Tensor, r: RouterOutput) -> torch.Tensor:
+        tok, counts = self._sorted_kept(r)
+        chunks = tokens[tok].split(counts.tolist())
+        # Every expert runs, even on 0 tokens, so every expert parameter gets a (zero) gradient.
+        y = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)])
+        return self._combine(tokens, tok, y, r)
+
+    def _agreed_capacity(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> int:
+        """All ranks must exchange equally shaped buffers: use the largest local capacity."""
+        n = tokens.shape[0] if mask is None else int((~mask).sum().item())
+        cap = expert_capacity(n, self.num_experts, self.router.current_capacity_factor(), self.router.min_capacity)
+        t = torch.tensor([cap], device=tokens.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return int(t.item())
+
+    def _forward_expert_parallel(self, tokens: torch.Tensor, r: RouterOutput) -> torch.Tensor:
+        E, C, d = self.num_experts, r.capacity, tokens.shape[1]
+        tok = r.kept.nonzero().squeeze(1)
+        dest = r.expert_index[tok] * C + r.slot[tok]
+        # Expert e lives on rank e // num_local_experts, so [E, C, d] is already rank-major.
+        buf = tokens.new_zeros(E * C, d).index_copy(0, dest, tokens[tok]).view(E, C, d)
+        recv = _AllToAll.apply(self.group, buf).view(self.world_size, self.num_local_experts, C, d)
+        outs = [expert(recv[:, j].reshape(-1, d)) for j, expert in enumerate(self.experts)]
+        sent = torch.stack(outs, 0).view(self.num_local_experts, self.world_size, C, d).transpose(0, 1)
+        back = _AllToAll.apply(self.group, sent.contiguous()).view(E * C, d)
+        return self._combine(tokens, tok, back[dest], r)
+
+    # -- reference path (fairscale MOELayer, dense einsum dispatch) --------------------------
+    def _forward_reference(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if self._reference is None:
+            group = self.group if self.group is not None else _single_process_group()
+            # Not registered as a submodule: it shares this layer's router and experts.
+            object.__setattr__(self, "_reference", MOELayer(_ReferenceTop1Gate(self.router), self.experts, group))
+        moe = self._reference
+        T, d = tokens.shape
+        # MOELayer wants the token count divisible by the local expert count: pad with masked rows.
+        pad = (-T) % self.num_local_experts
+        if mask is None:
+            mask = torch.zeros(T, dtype=torch.bool, device=tokens.device)
+        if pad:
+            tokens = torch.cat([tokens, tokens.new_zeros(pad, d)])
+            mask = torch.cat([mask, mask.new_ones(pad)])
+        moe.gate.padding_mask = mask
+        moe.gate.capacity = self._agreed_capacity(tokens, mask) if self.world_size > 1 else None
+        out = moe(tokens[:, None, :])[:, 0, :]
+        self.last_routing = moe.gate.last_routing
+        return out[:T]
+
+    def extra_repr(self) -> str:
+        return f"experts={self.num_experts}, local={self.num_local_experts}, dispatch={self.dispatch}"
+
+
+def switch_layer_ids(num_layers: int, moe_freq: int) -> List[int]:
+    """0-based indices of the layers whose FFN is a Switch FFN: every moe_freq-th (paper: every 2nd)."""
+    if moe_freq < 1:
+        raise ValueError(f"--moe-freq must be >= 1, got {moe_freq}")
+    if moe_freq > num_layers:
+        raise ValueError(
+            f"--moe-freq {moe_freq} is larger than the number of layers ({num_layers}): no FFN would be a "
+            f"Switch FFN; use --moe-freq <= {num_layers}, or --moe-expert-count 0 for a dense model"
+        )
+    return [i for i in range(num_layers) if (i + 1) % moe_freq == 0]

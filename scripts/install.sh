@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the pinned fairseq-switch stack into .venv (idempotent).
+# Both README commands (scripts/run_demo.sh and scripts/test.sh) call this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3.11}
+STAMP="$VENV/.fairseq_switch_installed"
+SPEC_HASH=$(cat scripts/install.sh setup.py | sha1sum | cut -c1-12)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC_HASH" ]; then
+  exit 0
+fi
+command -v "$PY" >/dev/null || { echo "error: $PY not found; fairseq-switch needs Python 3.11 (set PYTHON=...)" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+export PIP_PROGRESS_BAR=off
+echo "[install] torch 2.13.0 (CPU wheel; a CUDA machine can pre-install its own 2.13.0 build)"
+$PIP install -q "torch==2.13.0"
+echo "[install] fairseq's real dependencies, fairscale, tooling"
+$PIP install -q "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex sacrebleu tqdm \
+  bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest \
+  "setuptools<81" wheel
+# fairseq-fixed declares torchaudio, which has no release matching torch 2.13: install without deps.
+# No build isolation: an isolated build env would pull an unpinned (CUDA) torch.
+echo "[install] fairseq-fixed 0.12.3.1 (first build compiles extensions, ~3 min; pip caches it)"
+$PIP install -q --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
+echo "[install] fairseq_switch (editable)"
+$PIP install -q --no-deps --no-build-isolation -e .
+echo "$SPEC_HASH" > "$STAMP"
+echo "[install] done: $VENV"

@@ -1,0 +1,121 @@
+"""switch_transformer model: layer layout, dense twin, incremental decoding, criterion, bad settings."""
+
+import math
+
+import pytest
+import torch
+
+from fairseq_switch.criterions.switch_cross_entropy import SwitchCrossEntropyCriterion
+from fairseq_switch.modules.switch_layer import SwitchFFN
+from tests.helpers import build, random_batch
+
+
+def test_every_second_ffn_is_switch_and_dense_twin_has_none():
+    _, _, model = build("switch_tiny", ["--encoder-layers", "4", "--decoder-layers", "4"])
+    enc = [isinstance(l.fc1, SwitchFFN) for l in model.encoder.layers]
+    dec = [isinstance(l.fc1, SwitchFFN) for l in model.decoder.layers]
+    assert enc == [False, True, False, True] and dec == [False, True, False, True]
+    assert all(f.num_experts == 8 for f in model.switch_ffns)
+    _, _, dense = build("t5_tiny", ["--encoder-layers", "4", "--decoder-layers", "4"])
+    assert dense.switch_ffns == []
+    # Every non-expert parameter of the Switch model exists, with its shape, in the dense twin.
+    dense_shapes = {k: v.shape for k, v in dense.state_dict().items()}
+    for k, v in model.state_dict().items():
+        if ".fc1." in k and "experts" not in k and "router" not in k:
+            continue
+        if "experts" in k or "router" in k:
+            continue
+        assert dense_shapes[k] == v.shape, k
+
+
+def test_moe_freq_one_and_expert_count_override():
+    _, _, model = build("switch_tiny", ["--moe-freq", "1", "--moe-expert-count", "3"])
+    assert len(model.switch_ffns) == 4 and model.switch_ffns[0].num_experts == 3
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--moe-expert-count", "-1"], "--moe-expert-count must be >= 1"),
+        (["--moe-capacity-factor", "0"], "--moe-capacity-factor must be > 0"),
+        (["--moe-eval-capacity-factor", "-2"], "--moe-eval-capacity-factor must be > 0"),
+        (["--moe-freq", "3"], "--moe-freq 3 is larger than the number of layers"),
+        (["--moe-min-capacity", "0"], "--moe-min-capacity must be >= 1"),
+    ],
+)
+def test_bad_settings_are_clear_errors(extra, match):
+    with pytest.raises(ValueError, match=match):
+        build("switch_tiny", extra)
+
+
+def test_incremental_decoding_matches_full_forward():
+    _, task, model = build("switch_tiny", ["--dropout", "0"])
+    model.eval()
+    d = task.target_dictionary
+    batch = random_batch(d, tgt_len=6)
+    net = batch["net_input"]
+    prev = net["prev_output_tokens"][:2]  # rows without padding
+    src, lengths = net["src_tokens"][:2], net["src_lengths"][:2]
+    for f in model.switch_ffns:  # decode and full pass must route identically: drop nothing
+        f.generating = True
+    full, _ = model(src, lengths, prev)
+    enc = model.encoder(src, src_lengths=lengths)
+    state = {}
+    steps = []
+    for t in range(prev.size(1)):
+        out, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+        steps.append(out[:, -1])
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_generation_mode_drops_no_tokens():
+    _, task, model = build("switch_tiny", ["--moe-eval-capacity-factor", "0.1", "--moe-min-capacity", "1"])
+    model.eval()
+    batch = random_batch(task.target_dictionary, bsz=8, src_len=12)
+    model(**batch["net_input"])
+    assert sum(r.stats.num_dropped.item() for r in [f.last_routing for f in model.switch_ffns]) > 0
+    model.make_generation_fast_()  # what fairseq-generate's prepare_for_inference_ calls
+    model(**batch["net_input"])
+    assert all(f.last_routing.stats.num_dropped.item() == 0 for f in model.switch_ffns)
+
+
+def test_criterion_adds_weighted_aux_losses():
+    args, task, model = build("switch_tiny", ["--moe-loss-weight", "0.5", "--router-z-loss-weight", "0.25"])
+    crit = task.build_criterion(args)
+    assert isinstance(crit, SwitchCrossEntropyCriterion)
+    batch = random_batch(task.target_dictionary)
+    loss, sample_size, log = crit(model, batch)
+    routings = [f.last_routing for f in model.switch_ffns]
+    aux = 0.5 * sum(r.balance_loss for r in routings) + 0.25 * sum(r.z_loss for r in routings)
+    assert sample_size == batch["ntokens"]
+    torch.testing.assert_close(loss, log["ce_loss"] + aux.detach() * sample_size)
+    assert log["moe_layers"] == 2
+    assert log["moe_ntokens"].item() == 3 * 7 - 2 + batch["ntokens"]  # non-pad encoder + decoder tokens
+    loss.backward()
+    assert all(f.router.weight.grad is not None for f in model.switch_ffns)
+
+
+def test_criterion_reduce_metrics_pools_workers():
+    from fairseq.logging import metrics
+
+    logs = [
+        {"loss": 4.0, "ce_loss": 3.0, "nll_loss": 3.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
+         "nbatches": 1, "moe_layers": 1, "moe_balance": torch.tensor(1.2), "moe_z": torch.tensor(3.0),
+         "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(1.0), "moe_entropy": torch.tensor(2.0),
+         "moe_counts_0": torch.tensor([3.0, 1.0])},
+        {"loss": 2.0, "ce_loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
+         "nbatches": 1, "moe_layers": 1, "moe_balance": torch.tensor(1.0), "moe_z": torch.tensor(1.0),
+         "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0), "moe_entropy": torch.tensor(2.0),
+         "moe_counts_0": torch.tensor([3.0, 1.0])},
+    ]
+    with metrics.aggregate() as agg:
+        SwitchCrossEntropyCriterion.reduce_metrics(logs)
+        m = agg.get_smoothed_values()
+    assert m["moe_balance"] == pytest.approx(1.1)
+    assert m["moe_z"] == pytest.approx(2.0)
+    assert m["moe_dropped"] == pytest.approx(1 / 8)
+    assert m["moe_entropy"] == pytest.approx(0.5)
+    # counts pooled: [6, 2], mean 4 -> max/mean 1.5, cv = std/mean = 2/4
+    assert m["moe_load_max_0"] == pytest.approx(1.5)
+    assert m["moe_load_cv_0"] == pytest.approx(0.5)
+    assert m["ce_loss"] == pytest.approx(4.0 / 4 / math.log(2), abs=1e-3)
