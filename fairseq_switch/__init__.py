@@ -3,8 +3,8 @@
 `fairseq-train --user-dir fairseq_switch --arch switch_tiny --criterion switch_cross_entropy ...`
 """
 
-from .checkpoint_compat import allow_fairseq_checkpoints
+from . import fairseq_compat
 
-allow_fairseq_checkpoints()
+fairseq_compat.apply()
 
 from . import criterions, models  # noqa: E402,F401  (registers the model, architectures and criterion)

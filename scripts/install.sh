@@ -15,17 +15,19 @@ command -v "$PY" >/dev/null || { echo "error: $PY not found; fairseq-switch need
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 export PIP_PROGRESS_BAR=off
+# This machine's pip.conf names local indexes that may be absent; hide that noise, keep real errors.
+pip_install() { $PIP install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 echo "[install] torch 2.13.0 (CPU wheel; a CUDA machine can pre-install its own 2.13.0 build)"
-$PIP install -q "torch==2.13.0"
+pip_install "torch==2.13.0"
 echo "[install] fairseq's real dependencies, fairscale, tooling"
-$PIP install -q "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex sacrebleu tqdm \
+pip_install "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex sacrebleu tqdm \
   bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest \
   "setuptools<81" wheel
 # fairseq-fixed declares torchaudio, which has no release matching torch 2.13: install without deps.
 # No build isolation: an isolated build env would pull an unpinned (CUDA) torch.
 echo "[install] fairseq-fixed 0.12.3.1 (first build compiles extensions, ~3 min; pip caches it)"
-$PIP install -q --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
+pip_install --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
 echo "[install] fairseq_switch (editable)"
-$PIP install -q --no-deps --no-build-isolation -e .
+pip_install --no-deps --no-build-isolation -e .
 echo "$SPEC_HASH" > "$STAMP"
 echo "[install] done: $VENV"
