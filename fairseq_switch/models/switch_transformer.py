@@ -139,6 +139,7 @@ class _SwitchHostMixin:
         # fairseq layers see T x B x C; tokens are B x T.
         mask = tokens.eq(self.padding_idx).t()
         for ffn in self.switch_ffns:
+            ffn.last_routing = None  # a layer skipped by LayerDrop must not report a stale routing
             ffn.padding_mask = mask
             ffn.set_no_drop(no_drop or (ffn.generating and ffn.generation_no_drop))
 
