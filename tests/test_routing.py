@@ -53,6 +53,7 @@ def test_capacity_drops_position_order():
     assert r.stats.dropped_fraction.item() == pytest.approx(4 / 6)
     # f_i counts choices before the drop
     assert r.stats.expert_counts.tolist() == [6.0, 0.0]
+    assert r.dispatch_order.tolist() == [0, 1] and r.kept_counts.tolist() == [2, 0]
 
 
 def test_capacity_drops_batch_prioritized():
@@ -61,6 +62,7 @@ def test_capacity_drops_batch_prioritized():
     # the two most confident tokens are 3 (margin 3.0) then 1 (margin 2.0)
     assert r.kept.tolist() == [False, True, False, True, False, False]
     assert r.slot[3].item() == 0 and r.slot[1].item() == 1
+    assert r.dispatch_order.tolist() == [3, 1]
 
 
 def test_balance_loss_is_one_when_balanced_and_larger_when_skewed():

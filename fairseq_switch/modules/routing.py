@@ -51,6 +51,8 @@ class RouterOutput:
     balance_loss: torch.Tensor  # scalar N * sum_i f_i P_i (Eq. 4); 1.0 when balanced
     z_loss: torch.Tensor  # scalar mean_x logsumexp(h(x))^2 (ST-MoE)
     stats: RouterStats
+    dispatch_order: torch.Tensor  # kept token ids grouped by expert, in slot order inside each group
+    kept_counts: torch.Tensor  # [E] kept tokens per expert (<= capacity)
 
 
 def expert_capacity(
@@ -141,43 +143,50 @@ class Top1Router(nn.Module):
         if embed_dim != self.weight.shape[1]:
             raise ValueError(f"router expects width {self.weight.shape[1]}, got input of shape {tuple(x.shape)}")
         E = self.num_experts
-        valid = (
-            torch.ones(num_tokens, dtype=torch.bool, device=x.device)
-            if padding_mask is None
-            else ~padding_mask.reshape(-1).to(torch.bool)
-        )
+        valid = None if padding_mask is None else ~padding_mask.reshape(-1).to(torch.bool)
         x = x.float()
         if self.training and self.jitter_eps > 0:
-            noise = torch.empty_like(x).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
-            x = x * noise
+            x = torch.empty_like(x).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps).mul_(x)
         logits = F.linear(x, self.weight.float())  # [T, E] fp32
         probs = F.softmax(logits, dim=-1)
-        expert_index = probs.argmax(dim=-1)
+        top_p, expert_index = probs.max(dim=-1)
+        lse_sq = torch.logsumexp(logits, dim=-1).pow(2)
+        entropy = -(probs.detach() * torch.log(probs.detach().clamp(min=1e-9))).sum(-1)
 
-        validf = valid.float()
-        n_valid = validf.sum()
-        denom = n_valid.clamp(min=1.0)
-        # Eq. 4-6: f_i counts argmax choices (before drops), P_i averages probabilities.
-        counts = torch.zeros(E, device=x.device, dtype=torch.float32).index_add_(0, expert_index, validf)
-        f = counts / denom
-        P = (probs * validf[:, None]).sum(0) / denom
+        if valid is None:  # no padding: skip the masking arithmetic (and a host sync on GPU)
+            n_valid = num_tokens
+            counts = torch.bincount(expert_index, minlength=E).float()
+            P = probs.mean(0) if num_tokens else probs.sum(0)
+            z_loss = lse_sq.mean() if num_tokens else lse_sq.sum()
+            entropy_sum = entropy.sum()
+        else:
+            validf = valid.float()
+            n_valid = int(valid.sum().item())
+            denom = max(n_valid, 1)
+            counts = torch.zeros(E, device=x.device).index_add_(0, expert_index, validf)
+            P = (probs * validf[:, None]).sum(0) / denom
+            z_loss = (lse_sq * validf).sum() / denom
+            entropy_sum = (entropy * validf).sum()
+        # Eq. 4-6: f_i counts argmax choices (before drops), P_i averages router probabilities.
+        f = counts / max(n_valid, 1)
         balance_loss = E * (f * P).sum()
-        z_loss = (torch.logsumexp(logits, dim=-1).pow(2) * validf).sum() / denom
 
         if capacity is None:
-            capacity = expert_capacity(int(n_valid.item()), E, self.current_capacity_factor(), self.min_capacity)
-        slot = self._slots(expert_index, probs, valid)
-        kept = valid & (slot < capacity)
+            capacity = expert_capacity(n_valid, E, self.current_capacity_factor(), self.min_capacity)
+        slot, order, group_sizes = self._slots(expert_index, top_p, valid)
+        kept = slot < capacity
+        if valid is not None:
+            kept &= valid
         slot = torch.where(kept, slot, torch.full_like(slot, -1))
-        gate = probs.gather(1, expert_index[:, None]).squeeze(1) * kept.float()
+        gate = top_p * kept.to(top_p.dtype)
+        kept_counts = group_sizes[:E].clamp(max=capacity)
 
         with torch.no_grad():
-            entropy = -(probs * torch.log(probs.clamp(min=1e-9))).sum(-1)
             stats = RouterStats(
                 expert_counts=counts.detach(),
-                num_tokens=n_valid.detach(),
-                num_dropped=(n_valid - kept.float().sum()).detach(),
-                entropy_sum=(entropy * validf).sum(),
+                num_tokens=torch.tensor(float(n_valid), device=x.device),
+                num_dropped=(n_valid - kept_counts.sum()).float(),
+                entropy_sum=entropy_sum,
             )
         return RouterOutput(
             expert_index=expert_index,
@@ -188,26 +197,28 @@ class Top1Router(nn.Module):
             balance_loss=balance_loss,
             z_loss=z_loss,
             stats=stats,
+            dispatch_order=order[kept[order]],
+            kept_counts=kept_counts,
         )
 
-    def _slots(self, expert_index: torch.Tensor, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _slots(self, expert_index: torch.Tensor, top_p: torch.Tensor, valid: Optional[torch.Tensor]):
         """Rank of each token among the tokens that chose the same expert, in priority order.
 
         Position order by default; batch-prioritized (highest router probability first) as an option.
         Padding is sorted past every expert so it never takes a slot. O(T log T), no T x E x C tensor.
+        Returns (slot [T], token ids grouped by expert [T], tokens per expert incl. padding bucket [E+1]).
         """
         T = expert_index.numel()
         E = self.num_experts
-        key = torch.where(valid, expert_index, torch.full_like(expert_index, E))
+        key = expert_index if valid is None else torch.where(valid, expert_index, torch.full_like(expert_index, E))
         if self.batch_prioritized:
-            top_p = probs.detach().gather(1, expert_index[:, None]).squeeze(1)
-            priority = torch.argsort(-top_p, stable=True)
+            priority = torch.argsort(-top_p.detach(), stable=True)
+            order = priority[torch.argsort(key[priority], stable=True)]
         else:
-            priority = torch.arange(T, device=key.device)
-        order = priority[torch.argsort(key[priority], stable=True)]  # grouped by expert, priority inside
+            order = torch.argsort(key, stable=True)  # position order inside each expert
         group_sizes = torch.bincount(key, minlength=E + 1)
         group_start = torch.cumsum(group_sizes, 0) - group_sizes
         rank_sorted = torch.arange(T, device=key.device) - group_start[key[order]]
         slot = torch.empty_like(rank_sorted)
         slot[order] = rank_sorted
-        return slot
+        return slot, order, group_sizes

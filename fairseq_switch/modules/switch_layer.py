@@ -169,23 +169,17 @@ class SwitchFFN(nn.Module):
         self.generating = True
 
     # -- index dispatch ---------------------------------------------------------------------
-    def _sorted_kept(self, r: RouterOutput):
-        """Kept token ids sorted by expert (position/priority order inside), and per-expert counts."""
-        tok = r.kept.nonzero().squeeze(1)
-        key = r.expert_index[tok] * r.capacity + r.slot[tok]
-        tok = tok[torch.argsort(key)]
-        counts = torch.bincount(r.expert_index[tok], minlength=self.num_experts)
-        return tok, counts
-
     def _combine(self, tokens: torch.Tensor, tok: torch.Tensor, y: torch.Tensor, r: RouterOutput) -> torch.Tensor:
+        """Scatter expert outputs back to their token positions, times the gate; others stay exactly 0."""
         y = y * r.gate[tok].to(y.dtype)[:, None]
-        return tokens.new_zeros(tokens.shape).index_copy(0, tok, y)
+        return tokens.new_zeros(tokens.shape).index_copy_(0, tok, y)
 
     def _forward_local(self, tokens: torch.Tensor, r: RouterOutput) -> torch.Tensor:
-        tok, counts = self._sorted_kept(r)
-        chunks = tokens[tok].split(counts.tolist())
+        tok = r.dispatch_order  # grouped by expert, so each expert's tokens are one contiguous slice
+        chunks = tokens[tok].split(r.kept_counts.tolist())
         # Every expert runs, even on 0 tokens, so every expert parameter gets a (zero) gradient.
-        y = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)])
+        outs = [expert(chunk) for expert, chunk in zip(self.experts, chunks)]
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
         return self._combine(tokens, tok, y, r)
 
     def _agreed_capacity(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> int:
