@@ -194,6 +194,13 @@ class SwitchTransformerModel(TransformerModel):
         validate_switch_args(args)
         model = super().build_model(args, task)
         n = len(model.switch_ffns)
+        if n and model.switch_ffns[0].world_size > 1:
+            logger.warning(
+                "expert parallelism across %d ranks: the all-to-all exchange is in place, but keeping expert "
+                "gradients out of the data-parallel all-reduce is not yet (see the expert-parallelism issue); "
+                "do not trust multi-process Switch training results yet",
+                model.switch_ffns[0].world_size,
+            )
         if n:
             logger.info(
                 f"Switch FFNs: {n} layers x {args.moe_expert_count} experts "

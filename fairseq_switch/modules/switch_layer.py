@@ -192,7 +192,7 @@ class SwitchFFN(nn.Module):
 
     def _forward_expert_parallel(self, tokens: torch.Tensor, r: RouterOutput) -> torch.Tensor:
         E, C, d = self.num_experts, r.capacity, tokens.shape[1]
-        tok = r.kept.nonzero().squeeze(1)
+        tok = r.dispatch_order
         dest = r.expert_index[tok] * C + r.slot[tok]
         # Expert e lives on rank e // num_local_experts, so [E, C, d] is already rank-major.
         buf = tokens.new_zeros(E * C, d).index_copy(0, dest, tokens[tok]).view(E, C, d)
