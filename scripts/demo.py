@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", category=FutureWarning, module="fairscale")  # torch.cuda.amp deprecations
 from fairseq_switch.logs import json_records  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -108,7 +110,7 @@ def main():
     p.add_argument("--data", type=Path, default=ROOT / "data-bin/demo")
     p.add_argument("--save-root", type=Path, default=ROOT / "checkpoints/demo")
     p.add_argument("--arches", nargs="+", default=["switch_tiny", "t5_tiny"])
-    p.add_argument("--updates", type=int, default=600)
+    p.add_argument("--updates", type=int, default=300)
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
