@@ -119,3 +119,35 @@ def test_criterion_reduce_metrics_pools_workers():
     assert m["moe_load_max_0"] == pytest.approx(1.5)
     assert m["moe_load_cv_0"] == pytest.approx(0.5)
     assert m["ce_loss"] == pytest.approx(4.0 / 4 / math.log(2), abs=1e-3)
+
+
+def test_einsum_dispatch_model_matches_index_dispatch():
+    _, task, index = build("switch_tiny", ["--dropout", "0", "--moe-jitter-eps", "0"])
+    _, _, einsum = build("switch_tiny", ["--dropout", "0", "--moe-jitter-eps", "0", "--moe-dispatch", "einsum"])
+    einsum.load_state_dict(index.state_dict())
+    batch = random_batch(task.target_dictionary, bsz=4, src_len=9)
+    out_i, _ = index(**batch["net_input"])
+    out_e, _ = einsum(**batch["net_input"])
+    torch.testing.assert_close(out_i, out_e, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_model_keeps_router_in_fp32():
+    _, task, model = build("switch_tiny")
+    model = model.to(torch.bfloat16)
+    batch = random_batch(task.target_dictionary)
+    out, extra = model(**batch["net_input"])
+    assert out.dtype == torch.bfloat16
+    assert all(r.gate.dtype == torch.float32 and torch.isfinite(r.balance_loss) for r in extra["moe_routing"])
+
+
+@pytest.mark.parametrize("extra", [["--checkpoint-activations"], ["--encoder-layerdrop", "1.0", "--decoder-layerdrop", "1.0"]])
+def test_other_fairseq_options_keep_working(extra):
+    args, task, model = build("switch_tiny", extra)
+    crit = task.build_criterion(args)
+    batch = random_batch(task.target_dictionary)
+    loss, _, log = crit(model, batch)
+    loss.backward()
+    if "--encoder-layerdrop" in extra:  # every layer skipped: no routing to report, no stale one either
+        assert "moe_layers" not in log
+    else:
+        assert log["moe_layers"] == 2 and all(f.router.weight.grad is not None for f in model.switch_ffns)
