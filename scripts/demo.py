@@ -56,7 +56,7 @@ def train(arch: str, a) -> dict:
         "--max-tokens", str(a.max_tokens), "--max-update", str(a.updates), "--seed", str(a.seed),
         "--log-format", "json", "--log-interval", str(a.log_interval), "--num-workers", "0",
         "--save-dir", str(save), "--no-epoch-checkpoints", "--validate-interval-updates", str(a.updates),
-        "--save-interval-updates", str(a.updates), "--tensorboard-logdir", str(save / "tb"),
+        "--tensorboard-logdir", str(save / "tb"),
     ]
 
     def show(line):
