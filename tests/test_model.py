@@ -20,12 +20,13 @@ def test_every_second_ffn_is_switch_and_dense_twin_has_none():
     assert dense.switch_ffns == []
     # Every non-expert parameter of the Switch model exists, with its shape, in the dense twin.
     dense_shapes = {k: v.shape for k, v in dense.state_dict().items()}
-    for k, v in model.state_dict().items():
-        if ".fc1." in k and "experts" not in k and "router" not in k:
-            continue
-        if "experts" in k or "router" in k:
-            continue
-        assert dense_shapes[k] == v.shape, k
+    shared = {k: v.shape for k, v in model.state_dict().items() if ".experts." not in k and ".router." not in k}
+    assert shared and all(dense_shapes[k] == shape for k, shape in shared.items())
+    # what the Switch model lacks is exactly the dense FFNs at the Switch positions
+    assert set(dense_shapes) - set(shared) == {
+        f"{side}.layers.{i}.{fc}.{w}" for side in ("encoder", "decoder") for i in (1, 3)
+        for fc in ("fc1", "fc2") for w in ("weight", "bias")
+    }
 
 
 def test_moe_freq_one_and_expert_count_override():
@@ -41,6 +42,9 @@ def test_moe_freq_one_and_expert_count_override():
         (["--moe-eval-capacity-factor", "-2"], "--moe-eval-capacity-factor must be > 0"),
         (["--moe-freq", "3"], "--moe-freq 3 is larger than the number of layers"),
         (["--moe-min-capacity", "0"], "--moe-min-capacity must be >= 1"),
+        (["--moe-jitter-eps", "-0.1"], "--moe-jitter-eps must be in"),
+        (["--moe-router-init-scale", "0"], "--moe-router-init-scale must be > 0"),
+        (["--moe-expert-dropout", "1.5"], "--moe-expert-dropout must be in"),
     ],
 )
 def test_bad_settings_are_clear_errors(extra, match):

@@ -246,6 +246,12 @@ def validate_switch_args(args) -> None:
             raise ValueError(f"{flag} must be > 0, got {v}; typical values are 1.25 (train) and 2.0 (eval)")
     if args.moe_min_capacity < 1:
         raise ValueError(f"--moe-min-capacity must be >= 1, got {args.moe_min_capacity}")
+    if not 0 <= args.moe_jitter_eps < 1:
+        raise ValueError(f"--moe-jitter-eps must be in [0, 1), got {args.moe_jitter_eps}; the paper uses 0.01")
+    if not args.moe_router_init_scale > 0:
+        raise ValueError(f"--moe-router-init-scale must be > 0, got {args.moe_router_init_scale}; the paper uses 0.1")
+    if args.moe_expert_dropout is not None and not 0 <= args.moe_expert_dropout <= 1:
+        raise ValueError(f"--moe-expert-dropout must be in [0, 1], got {args.moe_expert_dropout}; fine-tuning uses 0.4")
     # Raises for --moe-freq < 1 or larger than the number of layers.
     switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq)
 
