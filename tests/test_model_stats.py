@@ -1,26 +1,20 @@
 """scripts/model_stats.py: parameter counts (SPEC §3 targets), active parameters and FLOPs per token."""
 
 import functools
-import importlib.util
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("model_stats_script", ROOT / "scripts" / "model_stats.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # fairscale's torch.cuda.amp deprecations
-    ms = _load_script()
+    ms = load_script("model_stats")
 
 
 @functools.lru_cache(maxsize=None)
