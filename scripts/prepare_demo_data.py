@@ -26,7 +26,7 @@ The result trains with fairseq's ``translation`` task, e.g.
 
 Re-running with the same parameters (and the same text) is a no-op; a stamp file
 (``<out>/demo_data.json``) records the parameters and the counts. This script does not
-import torch (fairseq-preprocess runs as a subprocess).
+import torch itself (fairseq-preprocess runs as a subprocess).
 
 Usage:
     python scripts/prepare_demo_data.py --out data-bin/demo [--text data/moby_dick/moby_dick.txt]
@@ -42,8 +42,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,8 +52,6 @@ STAMP_NAME = "demo_data.json"
 FORMAT_VERSION = 1  # bump when the output of this script changes for the same parameters
 SPLITS = ("train", "valid", "test")
 SRC, TGT = "src", "tgt"
-# fairseq Dictionary's special symbols, in its id order (bos, pad, eos, unk).
-SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 # --------------------------------------------------------------------------- sentences
 
@@ -165,46 +161,6 @@ def split_pairs(pairs: list, n_valid: int, n_test: int, seed: int,
 # --------------------------------------------------------------------------- pieces
 
 
-def train_spm(sentences: list[str], model_prefix: Path, vocab_size: int, seed: int) -> None:
-    import sentencepiece as spm
-
-    spm.set_random_generator_seed(seed)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_prefix=str(model_prefix),
-        model_type="unigram",
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        # fairseq Dictionary layout: <s>=0 <pad>=1 </s>=2 <unk>=3
-        bos_id=0, pad_id=1, eos_id=2, unk_id=3,
-        bos_piece=SPECIALS[0], pad_piece=SPECIALS[1], eos_piece=SPECIALS[2],
-        unk_piece=SPECIALS[3],
-        input_sentence_size=0,  # use every sentence
-        max_sentence_length=1 << 16,  # keep Melville's longest sentences
-        num_threads=2,
-        minloglevel=2,
-    )
-
-
-def write_fairseq_dict(sp, counts: collections.Counter, path: Path) -> int:
-    """fairseq dict.txt from the SentencePiece vocab, in id order (ids 4.. = fairseq ids 4..)."""
-    lines = []
-    for i in range(len(SPECIALS), sp.get_piece_size()):
-        piece = sp.id_to_piece(i)
-        if sp.is_control(i) or sp.is_unknown(i) or not piece or any(c.isspace() for c in piece):
-            raise RuntimeError(f"unexpected SentencePiece piece {i}: {piece!r}")
-        lines.append(f"{piece} {counts.get(piece, 0)}\n")
-    path.write_text("".join(lines), encoding="utf-8")
-    return len(lines)
-
-
-def fairseq_preprocess_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "fairseq-preprocess"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-m", "fairseq_cli.preprocess"]
-
-
 def expected_outputs(out: Path) -> list[Path]:
     files = [out / f"dict.{SRC}.txt", out / f"dict.{TGT}.txt", out / "spm.model", out / "spm.vocab"]
     for split in SPLITS:
@@ -277,6 +233,8 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
     import sentencepiece as spm
+
+    from fairseq_switch.data.vocab import SPECIALS, run_fairseq_preprocess, train_spm, unk_rates, write_fairseq_dict
 
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -351,25 +309,19 @@ def main(argv=None) -> int:
     # 6. fairseq binarization
     for stale in [out / f"dict.{SRC}.txt", out / f"dict.{TGT}.txt"]:
         stale.unlink(missing_ok=True)
-    cmd = fairseq_preprocess_cmd() + [
+    t = time.time()
+    log = run_fairseq_preprocess([
         "--source-lang", SRC, "--target-lang", TGT,
         "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
         "--testpref", str(raw / "test"), "--destdir", str(out),
         "--joined-dictionary", "--srcdict", str(dict_path), "--workers", str(args.workers),
-    ]
-    print("[prepare] " + " ".join(cmd), flush=True)
-    t = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"error: fairseq-preprocess failed (exit {proc.returncode})")
-    unk = re.findall(r"\[(\w+)\] (\S+): \d+ sents, (\d+) tokens, ([\d.]+)% replaced", proc.stderr + proc.stdout)
+    ])
     missing = [p for p in expected_outputs(out) if not p.is_file()]
     if missing:
         raise SystemExit(f"error: fairseq-preprocess did not write {missing}")
     print(f"[prepare] fairseq-preprocess done ({time.time() - t:.1f}s); "
           f"dictionary: {n_dict + len(SPECIALS)} symbols; "
-          + ", ".join(f"{f}: {pct}% <unk>" for _, f, _, pct in unk))
+          + ", ".join(unk_rates(log)))
 
     stats = {
         "paragraphs": len(paragraphs),
