@@ -7,4 +7,4 @@ from . import fairseq_compat
 
 fairseq_compat.apply()
 
-from . import criterions, models  # noqa: E402,F401  (registers the model, architectures and criterion)
+from . import criterions, models, tasks  # noqa: E402,F401  (registers models, architectures, criterion, tasks)

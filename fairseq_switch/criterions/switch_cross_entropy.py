@@ -101,6 +101,10 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         def total(key):
             return sum(log.get(key, 0) for log in logging_outputs)
 
+        ntokens = total("ntokens")
+        if ntokens > 0 and any("nll_loss" in log for log in logging_outputs):
+            # The paper's quality measure (SPEC §5): minus the per-token cross-entropy, in nats.
+            metrics.log_scalar("neg_log_perplexity", -float(total("nll_loss")) / ntokens, ntokens, round=4)
         sample_size = total("sample_size")
         if sample_size > 0 and any("ce_loss" in log for log in logging_outputs):
             metrics.log_scalar("ce_loss", float(total("ce_loss")) / sample_size / math.log(2), sample_size, round=3)

@@ -6,6 +6,7 @@ own forward, layer norms, dropout and residual stay fairseq's. `--moe-expert-cou
 dense twin: the very same model with no swap.
 """
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -22,6 +23,7 @@ from fairseq.models.transformer import (
     TransformerEncoderBase,
     TransformerModel,
 )
+from omegaconf import OmegaConf
 
 from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
 
@@ -191,6 +193,10 @@ class SwitchTransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        if OmegaConf.is_config(args):
+            # Hydra hands legacy models a DictConfig; TransformerConfig.from_namespace would drop
+            # every key it does not declare (all the moe_* options), so flatten it to a Namespace.
+            args = argparse.Namespace(**OmegaConf.to_container(args, resolve=True))
         validate_switch_args(args)
         model = super().build_model(args, task)
         n = len(model.switch_ffns)

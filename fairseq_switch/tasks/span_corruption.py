@@ -1,0 +1,133 @@
+"""`span_corruption`: T5-style pretraining task (SPEC §5) on a binarized monolingual corpus.
+
+The data folder holds `dict.txt` (with the sentinels <extra_id_0>.. ) and `{train,valid,test}.bin/.idx`
+with one document per line, as written by `scripts/prepare_pretraining_data.py`. Documents are
+concatenated (without separators, as in T5) and cut into chunks of the raw length that corrupts to
+`--input-length` tokens; each chunk becomes one (source, target) example.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq import utils
+from fairseq.data import Dictionary, StripTokenDataset, TokenBlockDataset, data_utils
+from fairseq.data.indexed_dataset import get_available_dataset_impl
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from ..data.sentinels import sentinel_indices
+from ..data.span_corruption import (
+    SpanCorruptionDataset,
+    example_lengths,
+    num_sentinels_needed,
+    raw_length_for_input,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SpanCorruptionConfig(FairseqDataclass):
+    data: str = field(
+        default=MISSING,
+        metadata={"help": "folder with dict.txt and binarized splits (scripts/prepare_pretraining_data.py); "
+                          "several folders separated by ':' are used one per epoch"},
+    )
+    input_length: int = field(
+        default=512,
+        metadata={"help": "tokens per corrupted input, sentinels and EOS included (T5: 512). The raw "
+                          "chunk is the longest that fits, as in T5's random_spans_helper (568 for 512)"},
+    )
+    noise_density: float = field(default=0.15, metadata={"help": "fraction of raw tokens that are corrupted"})
+    mean_noise_span_length: float = field(default=3.0, metadata={"help": "mean length of a corrupted span"})
+    final_sentinel: bool = field(
+        default=True,
+        metadata={"help": "end the target with one more sentinel before EOS (T5 paper's format). "
+                          "Set false for T5's code (target 114 tokens for input 512 instead of 115)"},
+    )
+    seed: int = II("common.seed")
+    dataset_impl: Optional[ChoiceEnum(get_available_dataset_impl())] = II("dataset.dataset_impl")
+
+
+@register_task("span_corruption", dataclass=SpanCorruptionConfig)
+class SpanCorruptionTask(FairseqTask):
+    cfg: SpanCorruptionConfig
+
+    def __init__(self, cfg: SpanCorruptionConfig, dictionary: Dictionary):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self.raw_length = raw_length_for_input(cfg.input_length, cfg.noise_density, cfg.mean_noise_span_length)
+        self.example_lengths = example_lengths(
+            self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel
+        )
+        needed = num_sentinels_needed(self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel)
+        sentinel_indices(dictionary, needed)  # fail now, with the fix, if the dictionary lacks them
+
+    @classmethod
+    def setup_task(cls, cfg: SpanCorruptionConfig, **kwargs):
+        paths = utils.split_paths(cfg.data)
+        if not paths:
+            raise ValueError("span_corruption: task.data is empty; point it at a prepared data folder")
+        dict_path = os.path.join(paths[0], "dict.txt")
+        if not os.path.isfile(dict_path):
+            raise FileNotFoundError(
+                f"span_corruption: no dictionary at {dict_path}. Prepare the data with "
+                f"`python scripts/prepare_pretraining_data.py --out {paths[0]} TEXT...`"
+            )
+        dictionary = Dictionary.load(dict_path)
+        task = cls(cfg, dictionary)
+        logger.info(
+            f"span_corruption: dictionary {len(dictionary)} symbols; raw chunk {task.raw_length} tokens -> "
+            f"input {task.example_lengths[0]}, target {task.example_lengths[1]} (noise density "
+            f"{cfg.noise_density}, mean span {cfg.mean_noise_span_length})"
+        )
+        return task
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        path = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        docs = data_utils.load_indexed_dataset(path, self.dictionary, self.cfg.dataset_impl, combine=combine)
+        if docs is None:
+            raise FileNotFoundError(
+                f"span_corruption: split {split!r} not found ({path}.bin/.idx). Prepare it with "
+                f"scripts/prepare_pretraining_data.py, or pick an existing split (dataset.valid_subset)."
+            )
+        if len(docs) == 0 or docs.sizes.sum() == 0:
+            raise ValueError(f"span_corruption: split {split!r} at {path} holds no tokens")
+        eos = self.dictionary.eos()
+        if docs[0][-1].item() != eos:
+            raise ValueError(
+                f"span_corruption: documents in {path} do not end with </s>; binarize with "
+                f"fairseq-preprocess (which appends it) or scripts/prepare_pretraining_data.py"
+            )
+        # T5 concatenates documents without separators: drop each document's trailing </s>.
+        docs = StripTokenDataset(docs, eos)
+        sizes = docs.sizes - 1
+        chunks = TokenBlockDataset(
+            docs, sizes, self.raw_length, pad=self.dictionary.pad(), eos=eos, break_mode="none"
+        )
+        self.datasets[split] = SpanCorruptionDataset(
+            chunks,
+            chunks.sizes,
+            self.dictionary,
+            noise_density=self.cfg.noise_density,
+            mean_noise_span_length=self.cfg.mean_noise_span_length,
+            final_sentinel=self.cfg.final_sentinel,
+            seed=self.cfg.seed,
+        )
+        logger.info(f"span_corruption: {split}: {len(docs)} documents, {int(sizes.sum())} tokens, "
+                    f"{len(chunks)} examples")
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
+
+    def max_positions(self):
+        return self.example_lengths
