@@ -1,0 +1,53 @@
+"""The Hydra configs in config/ compose under fairseq and carry the paper's settings (SPEC §3, §5)."""
+
+from pathlib import Path
+
+import pytest
+from fairseq.dataclass.initialize import hydra_init
+from fairseq.models import ARCH_MODEL_REGISTRY
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import fairseq_switch  # noqa: F401  registers the arches, task and criterion
+from fairseq_switch.data.span_corruption import example_lengths, raw_length_for_input
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def load(name, overrides=()):
+    GlobalHydra.instance().clear()
+    hydra_init(name)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.mark.parametrize("name", ["pretrain_tiny", "pretrain_small", "pretrain_base", "pretrain_large"])
+def test_config_composes_with_registered_components(name):
+    cfg = load(name)
+    assert cfg.task._name == "span_corruption"
+    assert cfg.model._name in ARCH_MODEL_REGISTRY
+    assert cfg.criterion._name == "switch_cross_entropy"
+    assert cfg.criterion.moe_loss_weight == 0.01 and cfg.criterion.router_z_loss_weight == 0.0
+    assert cfg.model.moe_capacity_factor == 1.25 and cfg.model.moe_eval_capacity_factor == 2.0
+    assert cfg.task.noise_density == 0.15 and cfg.task.mean_noise_span_length == 3.0
+    assert cfg.common.log_format == "json" and cfg.dataset.validate_interval_updates > 0
+    # the expert count is a plain key, so a sweep can override it without '+'
+    assert load(name, ["model.moe_expert_count=0"]).model.moe_expert_count == 0
+
+
+@pytest.mark.parametrize("name,arch", [("pretrain_base", "switch_base"), ("pretrain_large", "switch_large")])
+def test_paper_scale_configs(name, arch):
+    cfg = load(name)
+    assert cfg.model._name == arch and cfg.model.moe_expert_count == 128
+    tokens_per_batch = (cfg.distributed_training.distributed_world_size * cfg.dataset.max_tokens
+                        * cfg.optimization.update_freq[0])
+    assert tokens_per_batch == 2 ** 20
+    assert cfg.optimization.max_update == 550_000
+    assert cfg.task.input_length == 512
+    assert raw_length_for_input(512, 0.15, 3.0) == 568
+    assert example_lengths(568, 0.15, 3.0, final_sentinel=False) == (512, 114)
+    assert cfg.optimizer._name == "adafactor" and cfg.optimizer.beta1 is None
+    # T5's schedule: 0.01 for 10^4 steps, then 1/sqrt(step)
+    assert cfg.optimization.lr[0] == cfg.lr_scheduler.warmup_init_lr == 0.01
+    assert cfg.lr_scheduler.warmup_updates == 10_000
+    assert cfg.common.bf16
