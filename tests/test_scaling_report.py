@@ -1,0 +1,225 @@
+"""scripts/scaling_report.py on synthetic Hydra sweeps: speed-ups against hand-computed values, outputs, errors."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+LN2 = math.log(2)
+
+
+sr = load_script("scaling_report")
+
+T = "[2026-11-25 20:10:05,123]"
+
+
+def hydra_line(tag, rec):
+    return f"{T}[{tag}][INFO] - {json.dumps(rec)}"
+
+
+def plain_line(tag, rec):
+    return f"2026-11-25 20:10:05 | INFO | {tag} | {json.dumps(rec)}"
+
+
+def valid_rec(u, nlp, via_nll=False):
+    rec = {"epoch": 1, "valid_loss": f"{-nlp / LN2 + 0.1:.6f}", "valid_num_updates": str(u)}
+    if via_nll:  # only nll_loss (base 2), as fairseq logs it: the report computes -nll_loss * ln 2
+        rec["valid_nll_loss"] = repr(-nlp / LN2)
+    else:
+        rec["valid_nll_loss"] = "1.0"  # must be ignored in favour of the logged neg_log_perplexity
+        rec["valid_neg_log_perplexity"] = str(nlp)
+    return rec
+
+
+def write_log(path: Path, train, valid, params_line=None, fmt=hydra_line, via_nll=False):
+    """train: [(num_updates, wall)], valid: [(num_updates, nlp)]; records interleaved by update count."""
+    lines = [f"{T}[fairseq_cli.train][INFO] - {{'common': {{'log_format': 'json'}}}}"]
+    if params_line:
+        lines.append(f"{T}[fairseq_cli.train][INFO] - {params_line}")
+    events = [(u, 0, ("train_inner", {"epoch": 1, "loss": "5.0", "num_updates": str(u), "wall": str(w)}))
+              for u, w in train]
+    events += [(u, 1, ("valid", valid_rec(u, q, via_nll))) for u, q in valid]
+    for _, _, (tag, rec) in sorted(events, key=lambda e: e[:2]):
+        lines.append(fmt(tag, rec))
+        lines.append(f"{T}[fairseq_cli.train][INFO] - some other line")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_job(job: Path, experts, train, valid, params_line=None, overrides_only=False, via_nll=False):
+    (job / ".hydra").mkdir(parents=True)
+    model = "  _name: switch_tiny\n  encoder_embed_dim: ${model.d_model}\n"
+    if not overrides_only and experts is not None:
+        model += f"  moe_expert_count: {experts}\n"
+    (job / ".hydra" / "config.yaml").write_text(f"common:\n  log_format: json\n  seed: ${{seed}}\nmodel:\n{model}")
+    ov = "- common.seed=1\n"
+    if experts is not None:
+        ov += f"- model.moe_expert_count={experts}\n"
+    (job / ".hydra" / "overrides.yaml").write_text(ov)
+    if train is not None:
+        write_log(job / "hydra_train.log", train, valid, params_line, via_nll=via_nll)
+    return job
+
+
+DENSE_VALID = [(100, -4.0), (200, -3.5), (300, -3.2), (400, -3.0)]
+DENSE_TRAIN = [(100, 10), (200, 20), (300, 30), (400, 40)]
+# crosses q* = -3.0 at 200 + (0.2 / 0.3) * 100 = 266.67 updates -> 400 / 266.67 = 1.5x
+SWITCH_VALID = [(100, -3.5), (200, -3.2), (300, -2.9)]
+# 0.12 s/update, logged at 50, 150, 250: validation walls 12, 24 (interpolated), 36 (extrapolated);
+# crossing at 24 + (2/3) * 12 = 32 s -> 40 / 32 = 1.25x
+SWITCH_TRAIN = [(50, 6), (150, 18), (250, 30)]
+NEVER_VALID = [(100, -3.6), (200, -3.3), (300, -3.1)]
+NEVER_TRAIN = [(100, 11), (200, 22), (300, 33)]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "multirun" / "2026-11-25" / "20-10-00"
+    make_job(root / "0", 0, DENSE_TRAIN, DENSE_VALID,
+             "num. model params: 1,000,000 (num. trained: 1,000,000)")
+    make_job(root / "1", 2, NEVER_TRAIN, NEVER_VALID,
+             "num. shared model params: 1,000,000 (num. trained: 1,000,000)", overrides_only=True)
+    make_job(root / "2", 8, SWITCH_TRAIN, SWITCH_VALID,
+             "num. expert model params: 2000000 (num. trained: 2000000)", via_nll=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def by_experts(summary):
+    return {r["experts"]: r for r in summary["runs"]}
+
+
+def test_speedups_against_hand_computed_values(sweep, capsys):
+    summary = sr.main([str(sweep)])
+    rows = by_experts(summary)
+    assert list(rows) == [0, 2, 8]
+    assert summary["dense_final_neg_log_perplexity"] == pytest.approx(-3.0)
+
+    dense = rows[0]
+    assert dense["label"] == "dense" and dense["params"] == 1_000_000
+    assert dense["updates"] == 400 and dense["wall_seconds"] == pytest.approx(40)
+    assert dense["sec_per_update"] == pytest.approx(0.1)
+    assert dense["step_speedup"] == pytest.approx(1.0) and dense["time_speedup"] == pytest.approx(1.0)
+
+    sw = rows[8]
+    assert sw["label"] == "8 experts"
+    assert sw["params"] is None  # only the expert line was logged: no total
+    assert sw["final_valid_neg_log_perplexity"] == pytest.approx(-2.9)  # computed from nll_loss
+    assert [p["wall"] for p in sw["curve"]] == pytest.approx([12, 24, 36])
+    assert sw["updates_to_reach"] == pytest.approx(800 / 3)
+    assert sw["step_speedup"] == pytest.approx(1.5)
+    assert sw["seconds_to_reach"] == pytest.approx(32)
+    assert sw["time_speedup"] == pytest.approx(1.25)
+    assert sw["wall_seconds"] == pytest.approx(36) and sw["sec_per_update"] == pytest.approx(0.12)
+
+    never = rows[2]  # expert count from overrides.yaml; shared line only -> total = shared
+    assert never["params"] == 1_000_000
+    assert never["updates_to_reach"] is None and never["step_speedup"] is None
+    assert never["seconds_to_reach"] is None and never["time_speedup"] is None
+
+    out = sweep / "report"
+    for name in ("nlp_vs_steps.png", "nlp_vs_time.png", "loss_vs_params.png", "report.md", "report.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "report.json").read_text())["runs"][2]["step_speedup"] == pytest.approx(1.5)
+    md = (out / "report.md").read_text()
+    assert "| 8 experts |" in md and "1.50x" in md and "1.25x" in md and "not reached" in md
+    assert "q* = " in md
+    stdout = capsys.readouterr().out
+    assert "| 2 experts |" in stdout and "not reached" in stdout
+
+    # rerunning over the same sweep ignores the report/ directory it wrote
+    assert len(sr.main([str(sweep)])["runs"]) == 3
+
+
+def test_pure_functions():
+    assert sr.crossing([100, 200, 300], [-3.5, -3.2, -2.9], -3.0) == pytest.approx(800 / 3)
+    assert sr.crossing([100, 200], [-2.0, -1.0], -3.0) == 100  # reached at the first validation
+    assert sr.crossing([100, 200], [-4.0, -3.5], -3.0) is None
+    pts = [(50, 6.0), (150, 18.0), (250, 30.0)]
+    assert sr.interp_wall(pts, 100) == pytest.approx(12)
+    assert sr.interp_wall(pts, 25) == pytest.approx(3)  # from (0, 0)
+    assert sr.interp_wall(pts, 300) == pytest.approx(36)  # extrapolated along the last two
+    assert sr.interp_wall([(100, 10.0)], 200) == pytest.approx(20)
+    assert sr.interp_wall([], 5) is None
+    assert sr.neg_log_perplexity({"nll_loss": 2.0}) == pytest.approx(-2 * LN2)
+    assert sr.neg_log_perplexity({"nll_loss": 2.0, "neg_log_perplexity": -1.0}) == -1.0
+
+
+def test_time_points_last_logged_wins_and_train_records_count():
+    lines = [
+        hydra_line("train_inner", {"num_updates": "100", "wall": "10"}),
+        hydra_line("valid", {"valid_num_updates": "100", "valid_nll_loss": "3"}),
+        hydra_line("train", {"train_num_updates": "100", "train_wall": "13", "train_train_wall": "9"}),
+    ]
+    assert sr.time_points(lines) == [(100.0, 13.0)]
+
+
+def test_no_dense_run_omits_speedups(tmp_path, capsys):
+    make_job(tmp_path / "s" / "0", 8, SWITCH_TRAIN, SWITCH_VALID)
+    make_job(tmp_path / "s" / "1", 32, SWITCH_TRAIN, NEVER_VALID)
+    summary = sr.main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--title", "no dense"])
+    assert summary["dense_final_neg_log_perplexity"] is None
+    assert all("step_speedup" not in r for r in summary["runs"])
+    out = capsys.readouterr().out
+    assert "speed-up columns omitted" in out and "speed-up" not in out.splitlines()[0]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.startswith("# no dense") and "step speed-up" not in md
+
+
+def test_plain_fairseq_train_runs_via_run_and_logged_config(tmp_path):
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    write_log(dense / "train.log", DENSE_TRAIN, DENSE_VALID, fmt=plain_line)
+    sw = tmp_path / "switch"
+    sw.mkdir()
+    write_log(sw / "train.log", SWITCH_TRAIN, SWITCH_VALID, fmt=plain_line)
+    with (sw / "train.log").open("a") as f:  # expert count from the config fairseq logs at start-up
+        f.write("2026 | INFO | fairseq_cli.train | Namespace(arch='switch_tiny', moe_expert_count=8, moe_freq=2)\n")
+    summary = sr.main([str(sw), "--run", f"0={dense / 'train.log'}", "--out", str(tmp_path / "r")])
+    assert by_experts(summary)[8]["step_speedup"] == pytest.approx(1.5)
+    assert by_experts(summary)[8]["time_speedup"] == pytest.approx(1.25)
+
+
+def test_error_missing_path(tmp_path):
+    with pytest.raises(SystemExit, match=r"nope does not exist"):
+        sr.main([str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match=r"nope2 does not exist"):
+        sr.main(["--run", f"0={tmp_path / 'nope2'}", "--out", str(tmp_path / "r")])
+
+
+def test_error_no_validation_records(tmp_path):
+    job = make_job(tmp_path / "s" / "0", 0, DENSE_TRAIN, [])
+    with pytest.raises(SystemExit) as e:
+        sr.main([str(tmp_path / "s")])
+    assert str(job / "hydra_train.log") in str(e.value)
+    assert "dataset.validate_interval_updates" in str(e.value)
+
+
+def test_error_job_without_log(tmp_path):
+    job = make_job(tmp_path / "s" / "0", 0, None, None)
+    with pytest.raises(SystemExit, match=re.escape(f"no training log in {job}")):
+        sr.main([str(tmp_path / "s")])
+
+
+def test_error_duplicate_expert_counts(tmp_path):
+    a = make_job(tmp_path / "s" / "0", 8, SWITCH_TRAIN, SWITCH_VALID)
+    b = make_job(tmp_path / "s" / "1", 8, SWITCH_TRAIN, SWITCH_VALID)
+    with pytest.raises(SystemExit) as e:
+        sr.main([str(tmp_path / "s")])
+    assert "two runs with 8 experts" in str(e.value)
+    assert str(a) in str(e.value) and str(b) in str(e.value)
+
+
+def test_error_unknown_expert_count_and_empty_sweep(tmp_path):
+    job = make_job(tmp_path / "s" / "0", None, DENSE_TRAIN, DENSE_VALID)
+    with pytest.raises(SystemExit, match=re.escape(f"cannot tell the expert count of {job}")):
+        sr.main([str(tmp_path / "s")])
+    (tmp_path / "empty" / "x").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no job directories in"):
+        sr.main([str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="EXPERTS=PATH"):
+        sr.main(["--run", f"eight={job}"])
