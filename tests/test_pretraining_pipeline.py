@@ -64,7 +64,7 @@ def test_task_examples_are_deterministic_and_decode_to_text(data):
     task = task_for(out)
     task.load_dataset("valid")
     ds = task.dataset("valid")
-    assert ds.size(0) == (64, 16)  # raw 71 tokens: 11 noise in 4 spans, 5 sentinels with the final one
+    assert ds.size(0) == (64, 15)  # raw 70 tokens: 10 noise in 3 spans; 3 + 1 sentinels, EOS
     again = task_for(out)
     again.load_dataset("valid")
     for i in (0, 7, len(ds) - 1):
