@@ -1,19 +1,18 @@
 #!/usr/bin/env python
-"""The README's main job: train switch_tiny and its dense twin t5_tiny on the bundled corpus,
-then print their validation quality side by side and a few generations from the Switch model.
+"""The README's main job: span-corruption pretraining of switch_tiny next to its dense twin.
 
-Everything goes through the real CLIs (fairseq-train, fairseq-generate) with `--user-dir fairseq_switch`.
-Until the span-corruption task lands, the bundled data is a next-sentence text-to-text set
-built from Moby-Dick by scripts/prepare_demo_data.py.
+1. prepare the bundled sample corpus (data/pretrain_sample + Moby-Dick) if needed
+   (scripts/prepare_pretraining_data.py -> data-bin/pretrain_sample);
+2. one Hydra multirun, `fairseq-hydra-train -m --config-dir config --config-name pretrain_tiny
+   model.moe_expert_count=0,8`: the dense baseline and switch_tiny, same FLOPs per token, same updates;
+3. scripts/scaling_report.py: validation negative log perplexity side by side, the speed-ups, plots;
+4. fairseq-generate with the Switch model on a few held-out corrupted examples.
 """
 
 import argparse
-import math
-import re
 import shutil
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -39,107 +38,86 @@ def run_streaming(cmd, log_path: Path, show) -> list:
                 print(msg, flush=True)
     if proc.returncode != 0:
         tail = "".join(lines[-30:])
-        sys.exit(f"error: {cmd[0]} failed (exit {proc.returncode}); full log: {log_path}\n{tail}")
+        sys.exit(f"error: {Path(cmd[0]).name} failed (exit {proc.returncode}); full log: {log_path}\n{tail}")
     return lines
 
 
-def train(arch: str, a) -> dict:
-    save = a.save_root / arch
-    shutil.rmtree(save, ignore_errors=True)  # a demo run always starts from scratch
-    save.mkdir(parents=True)
+def pretrain(a) -> None:
+    experts = ",".join(str(e) for e in [0] + a.experts)
     cmd = [
-        str(BIN / "fairseq-train"), str(a.data), "--user-dir", str(ROOT / "fairseq_switch"),
-        "--task", "translation", "-s", "src", "-t", "tgt", "--arch", arch,
-        "--criterion", "switch_cross_entropy", "--label-smoothing", "0.1",
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(a.lr),
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(a.warmup), "--clip-norm", "1.0",
-        "--max-tokens", str(a.max_tokens), "--max-update", str(a.updates), "--seed", str(a.seed),
-        "--log-format", "json", "--log-interval", str(a.log_interval), "--num-workers", "0",
-        "--save-dir", str(save), "--no-epoch-checkpoints", "--validate-interval-updates", str(a.updates),
-        "--tensorboard-logdir", str(save / "tb"),
+        str(BIN / "fairseq-hydra-train"), "-m", "--config-dir", str(ROOT / "config"), "--config-name", "pretrain_tiny",
+        f"task.data={a.data.resolve()}", f"optimization.max_update={a.updates}",
+        f"dataset.validate_interval_updates={max(a.updates // 6, 1)}", f"common.log_interval={a.log_interval}",
+        f"common.seed={a.seed}", f"model.moe_expert_count={experts}", f"hydra.sweep.dir={a.out.resolve()}",
     ]
+    state = {"run": "?"}
 
     def show(line):
+        if "#" in line and "model.moe_expert_count=" in line:  # Hydra announces each job
+            n = int(line.rsplit("model.moe_expert_count=", 1)[1].split()[0].split(",")[0])
+            state["run"] = "dense" if n == 0 else f"{n} experts"
+            return f"== pretraining: {state['run']} ({a.updates} updates) =="
         for rec in json_records([line], "train_inner"):
-            extra = f" balance {rec['moe_balance']:.3f} dropped {rec['moe_dropped']:.1%}" if "moe_balance" in rec else ""
-            return f"  [{arch}] update {int(rec['num_updates']):>5}  loss {rec['loss']:.3f}  nll {rec['nll_loss']:.3f}{extra}"
-        if "num. shared model params" in line or "num. expert model params" in line:
-            return f"  [{arch}] {line.split('|')[-1].strip()}"
+            extra = f"  balance {rec['moe_balance']:.3f}  dropped {rec['moe_dropped']:.1%}" if "moe_balance" in rec else ""
+            return (f"  [{state['run']}] update {int(rec['num_updates']):>5}  neg. log ppl "
+                    f"{rec['neg_log_perplexity']:.3f}  {rec['wall']:.0f}s{extra}")
+        for rec in json_records([line], "valid"):
+            return f"  [{state['run']}] validation @ {int(rec['num_updates'])}: neg. log ppl {rec['neg_log_perplexity']:.4f}"
         return None
 
-    print(f"== training {arch} for {a.updates} updates ==", flush=True)
-    t0 = time.time()
-    lines = run_streaming(cmd, save / "train.log", show)
-    wall = time.time() - t0
-    valid = json_records(lines, "valid")
-    if not valid:
-        sys.exit(f"error: no validation record in {save / 'train.log'}")
-    params = {}
-    for line in lines:
-        m = re.search(r"num\. (shared|expert) model params: ([\d,]+)", line)
-        if m:
-            params[m.group(1)] = int(m.group(2).replace(",", ""))
-    nll_nats = valid[-1]["nll_loss"] * math.log(2)  # fairseq logs base 2
-    return {"arch": arch, "wall": wall, "valid_nll": nll_nats, "ppl": valid[-1]["ppl"], "params": params,
-            "moe_dropped": valid[-1].get("moe_dropped"), "ckpt": save / "checkpoint_last.pt"}
+    print("$ " + " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd)), flush=True)
+    run_streaming(cmd, a.out.parent / f"{a.out.name}.log", show)
 
 
-def generate_examples(res: dict, a, n: int) -> None:
+def generate_examples(ckpt: Path, a) -> None:
     cmd = [
         str(BIN / "fairseq-generate"), str(a.data), "--user-dir", str(ROOT / "fairseq_switch"),
-        "--task", "translation", "-s", "src", "-t", "tgt", "--path", str(res["ckpt"]), "--gen-subset", "test",
-        "--beam", "4", "--max-len-b", "40", "--batch-size", "32", "--remove-bpe", "sentencepiece",
+        "--task", "span_corruption", "--input-length", "128", "--path", str(ckpt), "--gen-subset", "test",
+        "--beam", "4", "--max-len-b", "40", "--batch-size", "16", "--remove-bpe", "sentencepiece",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
-        print(f"(fairseq-generate failed: {out.stderr[-500:]})")
+        print(f"(fairseq-generate failed: {out.stderr[-800:]})")
         return
     by_id = {}
     for line in out.stdout.splitlines():
         tag, _, rest = line.partition("\t")
         if tag[:2] in ("S-", "T-", "H-"):
             by_id.setdefault(tag[2:], {})[tag[0]] = rest.split("\t")[-1]
-    print(f"\n== fairseq-generate with {res['arch']} (test split, beam 4; no token dropped at inference) ==")
-    for k in sorted(by_id, key=int)[:n]:
+    print(f"\n== fairseq-generate with {ckpt.parent.parent.name} (test split, beam 4, no token dropped) ==")
+    for k in sorted(by_id, key=int)[: a.examples]:
         ex = by_id[k]
-        print(f"  input : {ex.get('S', '')}\n  target: {ex.get('T', '')}\n  output: {ex.get('H', '')}\n")
+        print(f"  input : {ex.get('S', '')[:300]}\n  target: {ex.get('T', '')}\n  output: {ex.get('H', '')}\n")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT / "data-bin/demo")
-    p.add_argument("--save-root", type=Path, default=ROOT / "checkpoints/demo")
-    p.add_argument("--arches", nargs="+", default=["switch_tiny", "t5_tiny"])
-    p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--max-tokens", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--data", type=Path, default=ROOT / "data-bin/pretrain_sample", help="prepared data folder")
+    p.add_argument("--out", type=Path, default=ROOT / "runs/demo", help="sweep folder (replaced)")
+    p.add_argument("--experts", type=int, nargs="+", default=[8], help="Switch expert counts next to dense")
+    p.add_argument("--updates", type=int, default=300, help="updates per model")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-interval", type=int, default=50)
-    p.add_argument("--examples", type=int, default=3, help="generations to print from the first arch")
+    p.add_argument("--examples", type=int, default=2, help="generations to print from the largest Switch model")
     a = p.parse_args()
     if a.updates < 1:
         p.error(f"--updates must be >= 1, got {a.updates}")
+    if any(e < 1 for e in a.experts):
+        p.error(f"--experts must be >= 1 (the dense baseline always runs), got {a.experts}")
 
-    subprocess.run([sys.executable, str(ROOT / "scripts/prepare_demo_data.py"), "--out", str(a.data)], check=True)
-    results = [train(arch, a) for arch in a.arches]
-
-    print(f"\n== validation after {a.updates} updates (next-sentence prediction on Moby-Dick) ==")
-    print("| arch | params (total) | expert params | valid nll (nats) | neg. log perplexity | ppl | dropped | train time |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        total = r["params"].get("shared", 0) + r["params"].get("expert", 0)
-        dropped = "-" if r["moe_dropped"] is None else f"{r['moe_dropped']:.1%}"
-        print(f"| {r['arch']} | {total:,} | {r['params'].get('expert', 0):,} | {r['valid_nll']:.4f} | "
-              f"{-r['valid_nll']:.4f} | {r['ppl']:.2f} | {dropped} | {r['wall']:.0f}s |")
-    if len(results) > 1:
-        base = results[-1]
-        for r in results[:-1]:
-            print(f"{r['arch']} vs {base['arch']}: neg. log perplexity {-r['valid_nll']:+.4f} vs {-base['valid_nll']:+.4f} "
-                  f"({base['valid_nll'] - r['valid_nll']:+.4f} nats/token)")
+    subprocess.run([sys.executable, str(ROOT / "scripts/prepare_pretraining_data.py"), "--out", str(a.data)],
+                   check=True, cwd=ROOT)
+    shutil.rmtree(a.out, ignore_errors=True)  # a demo run always starts from scratch
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    pretrain(a)
+    print("\n== validation quality (span corruption, held-out text) ==", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "scripts/scaling_report.py"), str(a.out),
+                    "--title", f"switch_tiny vs dense, {a.updates} updates"], check=True, cwd=ROOT)
     if a.examples > 0:
-        generate_examples(results[0], a, a.examples)
-    print(f"checkpoints, logs and tensorboard files: {a.save_root}")
+        ckpts = sorted(a.out.glob(f"*_experts{max(a.experts)}/checkpoints/checkpoint_last.pt"))
+        if ckpts:
+            generate_examples(ckpts[0], a)
+    print(f"logs, tensorboard files and checkpoints: {a.out}/<job>/; plots: {a.out}/report/")
 
 
 if __name__ == "__main__":
