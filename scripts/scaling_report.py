@@ -36,6 +36,7 @@ import importlib.util
 import json
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -415,6 +416,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
     colors = {r.experts: cmap(0.1 + 0.75 * i / max(len(sparse) - 1, 1)) for i, r in enumerate(sparse)}
     colors[0] = "black"
     q_star = summary["dense_final_neg_log_perplexity"]
+    title = textwrap.fill(title, 60)  # long titles wrap instead of running off the figure
 
     def curve_plot(fname, xlabel, xs_of):
         fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -428,7 +430,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
             ax.axhline(q_star, color="gray", ls=":", lw=1, label="dense final")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("neg. log perplexity (validation)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -452,7 +454,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
         ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("model parameters")
     ax.set_ylabel("final neg. log perplexity (validation)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(out / "loss_vs_params.png", dpi=120)
