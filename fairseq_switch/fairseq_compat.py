@@ -10,6 +10,14 @@ importing fairseq_switch is enough for fairseq-train, fairseq-generate and fairs
    `--required-batch-size-multiple` (default 8) exceeds what is left: measured, 20 test sentences
    with --batch-size 20 gave one batch of 16, so fairseq-generate translated 16 of 20 and
    validation skipped the longest examples. We put the dropped indices back as final batches.
+3. fairseq's `clip_grad_norm_` leaves every parameter marked `expert` out of the gradient norm,
+   so the logged norm and the clipping ignore the experts. We count them, once each across
+   expert-parallel ranks (see `modules/expert_parallel.py`).
+4. fairseq's c10d backend builds torch DDP with `device_ids=[device_id]` even for a CPU model,
+   which torch rejects ("device_ids ... only work with ... GPU modules"), so `--cpu` multi-process
+   training with the default backend failed. We pass no device ids for CPU models.
+5. Under torchrun, fairseq sets `device_id = rank % torch.cuda.device_count()`, a ZeroDivisionError
+   on a machine without GPUs. We use device 0 there (the id is unused on CPU).
 """
 
 import argparse
@@ -91,6 +99,58 @@ def fix_batch_by_size() -> None:
     data_utils.batch_by_size = batch_by_size
 
 
+def count_experts_in_grad_norm() -> None:
+    from fairseq import utils
+
+    from .modules.expert_parallel import global_grad_norm_patch
+
+    if not getattr(utils.clip_grad_norm_, "_fairseq_switch_fixed", False):
+        utils.clip_grad_norm_ = global_grad_norm_patch(utils.clip_grad_norm_)
+
+
+def cpu_ddp_without_device_ids() -> None:
+    from fairseq.models import distributed_fairseq_model as dfm
+
+    ddp = dfm.DistributedDataParallel
+    if getattr(ddp, "_fairseq_switch_fixed", False):
+        return
+
+    class DistributedDataParallel(ddp):
+        _fairseq_switch_fixed = True
+
+        def __init__(self, module, *args, device_ids=None, output_device=None, **kwargs):
+            if all(p.device.type == "cpu" for p in module.parameters()):
+                device_ids = output_device = None
+            super().__init__(module, *args, device_ids=device_ids, output_device=output_device, **kwargs)
+
+    dfm.DistributedDataParallel = DistributedDataParallel
+
+
+def torchrun_without_gpus() -> None:
+    from fairseq.distributed import utils as dist_utils
+
+    original = dist_utils._infer_torch_distributed_launch_init
+    if getattr(original, "_fairseq_switch_fixed", False):
+        return
+
+    def infer(cfg):
+        if torch.cuda.device_count() > 0:
+            return original(cfg)
+        import os
+
+        cfg.distributed_init_method = "env://"
+        cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+        cfg.distributed_rank = int(os.environ["RANK"])
+        cfg.device_id = 0
+        cfg.distributed_no_spawn = True  # torchrun created the processes
+
+    infer._fairseq_switch_fixed = True
+    dist_utils._infer_torch_distributed_launch_init = infer
+
+
 def apply() -> None:
     allow_fairseq_checkpoints()
     fix_batch_by_size()
+    count_experts_in_grad_norm()
+    cpu_ddp_without_device_ids()
+    torchrun_without_gpus()

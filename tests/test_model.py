@@ -104,11 +104,11 @@ def test_criterion_reduce_metrics_pools_workers():
 
     logs = [
         {"loss": 4.0, "ce_loss": 3.0, "nll_loss": 3.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
-         "nbatches": 1, "moe_layers": 1, "moe_balance": torch.tensor(1.2), "moe_z": torch.tensor(3.0),
+         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.2), "moe_z": torch.tensor(3.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(1.0), "moe_entropy": torch.tensor(2.0),
          "moe_counts_0": torch.tensor([3.0, 1.0])},
         {"loss": 2.0, "ce_loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
-         "nbatches": 1, "moe_layers": 1, "moe_balance": torch.tensor(1.0), "moe_z": torch.tensor(1.0),
+         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.0), "moe_z": torch.tensor(1.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0), "moe_entropy": torch.tensor(2.0),
          "moe_counts_0": torch.tensor([3.0, 1.0])},
     ]
@@ -123,6 +123,25 @@ def test_criterion_reduce_metrics_pools_workers():
     assert m["moe_load_max_0"] == pytest.approx(1.5)
     assert m["moe_load_cv_0"] == pytest.approx(0.5)
     assert m["ce_loss"] == pytest.approx(4.0 / 4 / math.log(2), abs=1e-3)
+
+
+def test_criterion_reduce_metrics_adds_expert_parallel_shares():
+    """Two ranks of one global batch each log their share (weight 1/2) of the batch's aux losses."""
+    from fairseq.logging import metrics
+
+    def log(balance, z, a2a):
+        return {"loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "sample_size": 2, "nsentences": 1, "nbatches": 1,
+                "moe_batches": 0.5, "moe_layers": 1, "moe_balance": torch.tensor(balance), "moe_z": torch.tensor(z),
+                "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0),
+                "moe_entropy": torch.tensor(1.0), "moe_counts_0": torch.tensor([1.0, 3.0]), "moe_a2a_s": a2a}
+
+    with metrics.aggregate() as agg:
+        SwitchCrossEntropyCriterion.reduce_metrics([log(0.7, 1.5, 0.25), log(0.4, 0.5, 0.75)])
+        m = agg.get_smoothed_values()
+    assert m["moe_balance"] == pytest.approx(1.1)  # 0.7 + 0.4: one global batch
+    assert m["moe_z"] == pytest.approx(2.0)
+    assert m["moe_a2a_s"] == pytest.approx(0.5)  # per rank
+    assert m["moe_load_max_0"] == pytest.approx(1.5)  # counts summed over ranks: [2, 6]
 
 
 def test_einsum_dispatch_model_matches_index_dispatch():
@@ -155,3 +174,27 @@ def test_other_fairseq_options_keep_working(extra):
         assert "moe_layers" not in log
     else:
         assert log["moe_layers"] == 2 and all(f.router.weight.grad is not None for f in model.switch_ffns)
+
+
+def test_one_expert_switch_model_is_its_dense_twin():
+    """N=1: the router's softmax is exactly 1 and nothing is dropped, so the Switch FFN is the dense FFN."""
+    _, task, dense = build("t5_tiny", ["--dropout", "0"])
+    _, _, switch = build("switch_tiny", ["--dropout", "0", "--moe-expert-count", "1"])
+    dense_sd, state = dense.state_dict(), {}
+    for k, v in switch.state_dict().items():
+        if "router" in k:
+            state[k] = v
+        else:
+            state[k] = dense_sd[k.replace(".fc1.experts.0.fc1", ".fc1").replace(".fc1.experts.0.fc2", ".fc2")]
+    switch.load_state_dict(state)
+    batch = random_batch(task.target_dictionary, bsz=4, src_len=9)
+    real = batch["target"].ne(task.target_dictionary.pad())[..., None]
+    outs = [m(**batch["net_input"])[0] * real for m in (dense, switch)]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-6)
+    for out in outs:
+        out.sum().backward()
+    grads = dict(dense.named_parameters())
+    for name, p in switch.named_parameters():
+        if ".experts.0." in name:
+            twin = grads[name.replace(".fc1.experts.0.fc1", ".fc1").replace(".fc1.experts.0.fc2", ".fc2")]
+            torch.testing.assert_close(p.grad, twin.grad, atol=1e-6, rtol=1e-6)

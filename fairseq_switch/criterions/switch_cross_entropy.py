@@ -5,6 +5,8 @@ loss = CE + moe_loss_weight * sum_layers N * sum_i f_i P_i + router_z_loss_weigh
 With moe_loss_weight = alpha = 1e-2 this is the paper's Eq. 4 per layer (balanced routing adds
 exactly alpha per layer). fairseq sums the CE over tokens and divides the gradient by
 sample_size, so the auxiliary terms are multiplied by sample_size to keep their weight.
+Under expert parallelism each rank's router returns its share of the global-batch losses, and
+fairseq divides by the sample size summed over ranks, so the shares are multiplied by that sum.
 """
 
 import math
@@ -19,6 +21,9 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
+from ..modules.expert_parallel import world_sum
+from ..modules.switch_layer import pop_a2a_seconds
+
 
 @dataclass
 class SwitchCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
@@ -31,12 +36,14 @@ class SwitchCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
     )
 
 
-def routing_logging_output(routings) -> Dict[str, torch.Tensor]:
+def routing_logging_output(routings, world: int = 1) -> Dict[str, torch.Tensor]:
     """Summable statistics: per-layer expert token counts, drops, entropy (all detached)."""
     out: Dict[str, torch.Tensor] = {}
     if not routings:
         return out
     out["moe_layers"] = len(routings)
+    # each rank logs a share of the batch losses; the shares' weights add up to 1 per global batch
+    out["moe_batches"] = 1.0 / max(world, 1)
     out["moe_balance"] = sum(r.balance_loss.detach() for r in routings)
     out["moe_z"] = sum(r.z_loss.detach() for r in routings)
     out["moe_ntokens"] = sum(r.stats.num_tokens for r in routings)
@@ -74,10 +81,15 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         routings = net_output[1].get("moe_routing", []) if isinstance(net_output[1], dict) else []
         routings = [r for r in routings if r is not None]
         ce = loss
+        world = routings[0].world_size if routings else 1
         if routings:
             aux = self.moe_loss_weight * sum(r.balance_loss for r in routings)
             aux = aux + self.router_z_loss_weight * sum(r.z_loss for r in routings)
-            loss = loss + aux.to(loss.dtype) * sample_size
+            scale = sample_size
+            if world > 1:  # this rank's share of the global losses, see the module docstring
+                mine = 0.0 if getattr(model, "switch_dummy_batch", False) else float(sample_size)
+                scale = float(world_sum(torch.tensor(mine, device=loss.device)))
+            loss = loss + aux.to(loss.dtype) * scale
         logging_output = {
             "loss": loss.data,
             "ce_loss": ce.data,
@@ -87,7 +99,9 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             "sample_size": sample_size,
             "nbatches": 1,
         }
-        logging_output.update(routing_logging_output(routings))
+        logging_output.update(routing_logging_output(routings, world))
+        if world > 1:
+            logging_output["moe_a2a_s"] = pop_a2a_seconds()
         if self.report_accuracy:
             n_correct, total = self.compute_accuracy(model, net_output, sample)
             logging_output["n_correct"] = n_correct.data.item()
@@ -108,13 +122,17 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         sample_size = total("sample_size")
         if sample_size > 0 and any("ce_loss" in log for log in logging_outputs):
             metrics.log_scalar("ce_loss", float(total("ce_loss")) / sample_size / math.log(2), sample_size, round=3)
-        nbatches = total("nbatches")
+        nbatches = total("moe_batches")
         ntok = float(total("moe_ntokens"))
         if nbatches == 0 or not any("moe_layers" in log for log in logging_outputs):
             return
-        # Losses: sum over layers, averaged over batches/workers (each log is one batch).
+        # Losses: sum over layers, averaged over (global) batches.
         metrics.log_scalar("moe_balance", float(total("moe_balance")) / nbatches, nbatches, round=4)
         metrics.log_scalar("moe_z", float(total("moe_z")) / nbatches, nbatches, round=4)
+        if any("moe_a2a_s" in log for log in logging_outputs):
+            # seconds in the all-to-all exchanges per batch and rank (forward + the previous backward)
+            nlogs = sum(1 for log in logging_outputs if "moe_a2a_s" in log)
+            metrics.log_scalar("moe_a2a_s", float(total("moe_a2a_s")) / nlogs, nlogs, round=4)
         # Token statistics are pooled over every layer, batch and worker.
         metrics.log_scalar("moe_dropped", float(total("moe_dropped")) / max(ntok, 1.0), ntok, round=4)
         metrics.log_scalar("moe_entropy", float(total("moe_entropy")) / max(ntok, 1.0), ntok, round=4)

@@ -8,10 +8,12 @@ dense twin: the very same model with no swap.
 
 import argparse
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -25,6 +27,7 @@ from fairseq.models.transformer import (
 )
 from omegaconf import OmegaConf
 
+from ..modules.expert_parallel import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
 
 logger = logging.getLogger(__name__)
@@ -200,12 +203,15 @@ class SwitchTransformerModel(TransformerModel):
         validate_switch_args(args)
         model = super().build_model(args, task)
         n = len(model.switch_ffns)
-        if n and model.switch_ffns[0].world_size > 1:
-            logger.warning(
-                "expert parallelism across %d ranks: the all-to-all exchange is in place, but keeping expert "
-                "gradients out of the data-parallel all-reduce is not yet (see the expert-parallelism issue); "
-                "do not trust multi-process Switch training results yet",
-                model.switch_ffns[0].world_size,
+        if n and model.switch_ffns[0].layout.distributed:
+            layout = model.switch_ffns[0].layout
+            # c10d: DDP must neither average nor broadcast the experts (each rank holds its own).
+            model._ddp_params_and_buffers_to_ignore = [
+                name for name, p in model.named_parameters() if hasattr(p, "expert")
+            ]
+            logger.info(
+                f"expert parallelism: {layout.world_size} ranks, {layout.num_local_experts} expert(s) per rank per "
+                f"layer, each expert on {layout.replicas} rank(s), all-to-all groups of {layout.group_size}"
             )
         if n:
             logger.info(
@@ -237,6 +243,25 @@ class SwitchTransformerModel(TransformerModel):
         return x, extra
 
 
+@contextmanager
+def dummy_batch_routing(model: nn.Module, is_dummy: bool):
+    """While fairseq runs a dummy batch (loss times 0), its tokens take no capacity slot and stay out
+    of the aux-loss statistics and the global sample size; the exchanges still happen."""
+    if not is_dummy:
+        yield
+        return
+    ffns = [m for m in model.modules() if isinstance(m, SwitchFFN)]
+    for ffn in ffns:
+        ffn.ignore_tokens = True
+    model.switch_dummy_batch = True
+    try:
+        yield
+    finally:
+        for ffn in ffns:
+            ffn.ignore_tokens = False
+        model.switch_dummy_batch = False
+
+
 def validate_switch_args(args) -> None:
     """Clear errors for bad MoE settings, before anything is built."""
     set_switch_defaults(args)
@@ -260,6 +285,38 @@ def validate_switch_args(args) -> None:
         raise ValueError(f"--moe-expert-dropout must be in [0, 1], got {args.moe_expert_dropout}; fine-tuning uses 0.4")
     # Raises for --moe-freq < 1 or larger than the number of layers.
     switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        check_expert_parallel_args(args, dist.get_world_size())
+
+
+def check_expert_parallel_args(args, world_size: int) -> None:
+    """Settings under which expert-parallel training would silently compute wrong numbers."""
+    check_expert_count(args.moe_expert_count, world_size)
+    backend = getattr(args, "ddp_backend", "pytorch_ddp")
+    if backend not in SUPPORTED_DDP_BACKENDS:
+        raise ValueError(
+            f"--ddp-backend {backend} would average (or shard) the expert weights across ranks; expert parallelism "
+            f"supports {', '.join(SUPPORTED_DDP_BACKENDS)}: use --ddp-backend c10d or legacy_ddp"
+        )
+    half = getattr(args, "fp16", False) or getattr(args, "bf16", False)
+    mem_eff = getattr(args, "memory_efficient_fp16", False) or getattr(args, "memory_efficient_bf16", False)
+    if half and not mem_eff and not getattr(args, "fp16_no_flatten_grads", False):
+        raise ValueError(
+            "--fp16/--bf16 with expert parallelism needs --fp16-no-flatten-grads: the flat fp32 copy loses the "
+            "mark that keeps the experts' gradients apart from the shared ones (or use --memory-efficient-fp16)"
+        )
+    if not getattr(args, "no_save", True):
+        # fairseq writes checkpoints from rank 0 alone, which would silently drop every other rank's experts
+        raise ValueError(
+            "expert-parallel checkpoints (one expert shard per rank) are not implemented yet: a checkpoint "
+            "written now would hold only rank 0's experts. Train with --no-save (Hydra: checkpoint.no_save=true), "
+            "or on one process"
+        )
+    if getattr(args, "encoder_layerdrop", 0) or getattr(args, "decoder_layerdrop", 0):
+        raise ValueError(
+            "--encoder-layerdrop/--decoder-layerdrop skip layers at random per rank, so ranks would miss each "
+            "other's all-to-all; set them to 0 with expert parallelism"
+        )
 
 
 def set_switch_defaults(args) -> None:

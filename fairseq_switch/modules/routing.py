@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .expert_parallel import world_sum
+
 
 # Standard deviation of a unit normal truncated to [-2, 2].
 _TRUNC_NORMAL_2SIGMA_STD = 0.87962566103423978
@@ -48,11 +50,12 @@ class RouterOutput:
     kept: torch.Tensor  # [T] bool, token holds a capacity slot (False for padding and drops)
     slot: torch.Tensor  # [T] long, slot inside its expert's capacity buffer (-1 if not kept)
     capacity: int  # slots per expert
-    balance_loss: torch.Tensor  # scalar N * sum_i f_i P_i (Eq. 4); 1.0 when balanced
-    z_loss: torch.Tensor  # scalar mean_x logsumexp(h(x))^2 (ST-MoE)
+    balance_loss: torch.Tensor  # scalar N * sum_i f_i P_i (Eq. 4); 1.0 when balanced (this rank's share)
+    z_loss: torch.Tensor  # scalar mean_x logsumexp(h(x))^2 (ST-MoE) (this rank's share)
     stats: RouterStats
     dispatch_order: torch.Tensor  # kept token ids grouped by expert, in slot order inside each group
     kept_counts: torch.Tensor  # [E] kept tokens per expert (<= capacity)
+    world_size: int = 1  # ranks whose tokens the aux-loss statistics cover (losses are this rank's share)
 
 
 def expert_capacity(
@@ -114,6 +117,8 @@ class Top1Router(nn.Module):
         self.batch_prioritized = batch_prioritized
         # Set by the layer (e.g. during generation) to route every token.
         self.no_drop = False
+        # Set by the layer under expert parallelism: aux-loss statistics over all W ranks' tokens.
+        self.stats_world_size = 1
         # The router stays fp32 even when the model is cast to half (selective precision, Sec. 2.4).
         self.weight = nn.Parameter(torch.empty(num_experts, embed_dim))
         self.reset_parameters(init_scale)
@@ -156,20 +161,27 @@ class Top1Router(nn.Module):
         if valid is None:  # no padding: skip the masking arithmetic (and a host sync on GPU)
             n_valid = num_tokens
             counts = torch.bincount(expert_index, minlength=E).float()
-            P = probs.mean(0) if num_tokens else probs.sum(0)
-            z_loss = lse_sq.mean() if num_tokens else lse_sq.sum()
-            entropy_sum = entropy.sum()
+            prob_sum, lse_sq_sum, entropy_sum = probs.sum(0), lse_sq.sum(), entropy.sum()
         else:
             validf = valid.float()
             n_valid = int(valid.sum().item())
-            denom = max(n_valid, 1)
             counts = torch.zeros(E, device=x.device).index_add_(0, expert_index, validf)
-            P = (probs * validf[:, None]).sum(0) / denom
-            z_loss = (lse_sq * validf).sum() / denom
+            prob_sum = (probs * validf[:, None]).sum(0)
+            lse_sq_sum = (lse_sq * validf).sum()
             entropy_sum = (entropy * validf).sum()
-        # Eq. 4-6: f_i counts argmax choices (before drops), P_i averages router probabilities.
-        f = counts / max(n_valid, 1)
-        balance_loss = E * (f * P).sum()
+        # Eq. 4-6 over the whole (global) batch: f_i counts argmax choices (before drops), P_i
+        # averages router probabilities. With several ranks f and the token count are summed over
+        # them, and this rank's loss is its share N * sum_i f_i * (its prob. sum)_i / T; the shares
+        # add up to Eq. 4 on the global batch, so the result does not depend on the rank count.
+        if self.stats_world_size > 1:
+            packed = world_sum(torch.cat([counts, counts.new_tensor([float(n_valid)])]))
+            global_counts, n_global = packed[:E], float(packed[E])
+        else:
+            global_counts, n_global = counts, float(n_valid)
+        denom = max(n_global, 1.0)
+        f = global_counts / denom
+        balance_loss = E * (f * prob_sum).sum() / denom
+        z_loss = lse_sq_sum / denom
 
         if capacity is None:
             capacity = expert_capacity(n_valid, E, self.current_capacity_factor(), self.min_capacity)
@@ -199,6 +211,7 @@ class Top1Router(nn.Module):
             stats=stats,
             dispatch_order=order[kept[order]],
             kept_counts=kept_counts,
+            world_size=self.stats_world_size,
         )
 
     def _slots(self, expert_index: torch.Tensor, top_p: torch.Tensor, valid: Optional[torch.Tensor]):

@@ -6,7 +6,8 @@ dropped token outputs exactly 0, so the surrounding residual connection carries 
 No tokens x experts x capacity tensor is ever built.
 
 With W expert-parallel ranks the kept tokens are written into the [experts, capacity, d]
-dispatch buffer and exchanged with fairscale's all-to-all (SPEC §4). With one process that
+dispatch buffer and exchanged with fairscale's all-to-all (SPEC §4); where each expert lives
+and how its gradient is reduced is `expert_parallel.py`'s job. With one process that
 exchange is the identity, so the buffer is skipped and the experts run on the compact
 expert-sorted tokens (a grouped per-expert matmul, no padded slots).
 
@@ -15,6 +16,7 @@ the same router through fairscale's gate interface.
 """
 
 import socket
+import time
 from typing import Callable, List, Optional
 
 import torch
@@ -22,6 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from fairscale.nn.moe.moe_layer import MOELayer, _AllToAll
 
+from .expert_parallel import ExpertLayout, expert_layout, note_layout, register_expert_grad_hooks
 from .routing import RouterOutput, Top1Router, expert_capacity
 
 DISPATCH_CHOICES = ("index", "einsum")
@@ -39,6 +42,45 @@ class ExpertFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(self.activation_fn(self.fc1(x))))
+
+
+# Seconds spent in all-to-all exchanges (forward and backward) since the last `pop_a2a_seconds`.
+_A2A_SECONDS = [0.0]
+
+
+def pop_a2a_seconds() -> float:
+    t, _A2A_SECONDS[0] = _A2A_SECONDS[0], 0.0
+    return t
+
+
+class _TimedAllToAll(_AllToAll):
+    """fairscale's all-to-all, timed both ways (on GPU this is launch time unless synchronous)."""
+
+    @staticmethod
+    def forward(ctx, group, x):  # type: ignore[override]
+        t0 = time.perf_counter()
+        out = _AllToAll.forward(ctx, group, x)
+        _A2A_SECONDS[0] += time.perf_counter() - t0
+        return out
+
+    @staticmethod
+    def backward(ctx, *grad_output):  # type: ignore[override]
+        t0 = time.perf_counter()
+        out = _AllToAll.backward(ctx, *grad_output)
+        _A2A_SECONDS[0] += time.perf_counter() - t0
+        return out
+
+
+def _init_experts(num_experts: int, local_ids, make) -> nn.ModuleList:
+    """Expert e gets the same initial weights whatever the rank count: one base seed is drawn from
+    the (rank-identical) global RNG, and expert e is built under seed base + e."""
+    base = int(torch.randint(0, 2**31 - 1 - num_experts, (1,), device="cpu"))
+    experts = []
+    for e in local_ids:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(base + e)
+            experts.append(make())
+    return nn.ModuleList(experts)
 
 
 class _ReferenceTop1Gate(nn.Module):
@@ -99,7 +141,6 @@ class SwitchFFN(nn.Module):
         router_init_scale: float = 0.1,
         dispatch: str = "index",
         generation_no_drop: bool = True,
-        group: Optional[dist.ProcessGroup] = None,
     ):
         super().__init__()
         if dispatch not in DISPATCH_CHOICES:
@@ -115,19 +156,18 @@ class SwitchFFN(nn.Module):
             init_scale=router_init_scale,
         )
         self.num_experts = num_experts
-        self.group = group
-        self.world_size = dist.get_world_size(group) if dist.is_initialized() else 1
-        if num_experts % self.world_size != 0:
-            raise ValueError(
-                f"--moe-expert-count {num_experts} does not divide across {self.world_size} "
-                f"expert-parallel ranks; use a multiple of {self.world_size} experts"
-            )
-        self.num_local_experts = num_experts // self.world_size
-        self.experts = nn.ModuleList(
-            ExpertFFN(embed_dim, ffn_dim, activation_fn, expert_dropout, bias) for _ in range(self.num_local_experts)
+        self.layout: ExpertLayout = expert_layout(num_experts)
+        note_layout(self.layout)
+        self.router.stats_world_size = self.layout.world_size
+        self.num_local_experts = self.layout.num_local_experts
+        self.experts = _init_experts(
+            num_experts,
+            self.layout.local_expert_ids,
+            lambda: ExpertFFN(embed_dim, ffn_dim, activation_fn, expert_dropout, bias),
         )
         for p in self.experts.parameters():
             p.expert = True  # excluded from the data-parallel all-reduce (SPEC §4)
+        register_expert_grad_hooks(self.experts.parameters(), self.layout)
         self.dispatch = dispatch
         self._reference: Optional[MOELayer] = None
         self.last_routing: Optional[RouterOutput] = None
@@ -136,6 +176,10 @@ class SwitchFFN(nn.Module):
         self.padding_mask: Optional[torch.Tensor] = None
         self.generation_no_drop = generation_no_drop
         self.generating = False
+        # fairseq's dummy batch (a rank with no data left still runs forward/backward, times 0):
+        # route nothing, so its tokens neither take slots nor count in the aux-loss statistics,
+        # but still join every all-to-all so the other ranks do not hang.
+        self.ignore_tokens = False
 
     # -- public -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -148,17 +192,23 @@ class SwitchFFN(nn.Module):
         mask = None if padding_mask is None else padding_mask.reshape(-1)
         if mask is not None and mask.numel() != tokens.shape[0]:
             raise ValueError(f"padding mask of shape {tuple(padding_mask.shape)} does not match input {tuple(shape)}")
+        if self.ignore_tokens:
+            mask = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         if self.dispatch == "einsum":
             out = self._forward_reference(tokens, mask)
         else:
-            capacity = self._agreed_capacity(tokens, mask) if self.world_size > 1 else None
+            capacity = self._agreed_capacity(tokens, mask) if self.layout.distributed else None
             r = self.router(tokens, mask, capacity=capacity)
             self.last_routing = r
-            if self.world_size == 1:
+            if not self.layout.distributed:
                 out = self._forward_local(tokens, r)
             else:
                 out = self._forward_expert_parallel(tokens, r)
         return out.reshape(shape)
+
+    @property
+    def world_size(self) -> int:
+        return self.layout.world_size
 
     def set_no_drop(self, value: bool) -> None:
         """Route every token regardless of capacity (generation)."""
@@ -187,25 +237,26 @@ class SwitchFFN(nn.Module):
         n = tokens.shape[0] if mask is None else int((~mask).sum().item())
         cap = expert_capacity(n, self.num_experts, self.router.current_capacity_factor(), self.router.min_capacity)
         t = torch.tensor([cap], device=tokens.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.layout.a2a_group)
         return int(t.item())
 
     def _forward_expert_parallel(self, tokens: torch.Tensor, r: RouterOutput) -> torch.Tensor:
         E, C, d = self.num_experts, r.capacity, tokens.shape[1]
         tok = r.dispatch_order
         dest = r.expert_index[tok] * C + r.slot[tok]
-        # Expert e lives on rank e // num_local_experts, so [E, C, d] is already rank-major.
+        G, group = self.layout.group_size, self.layout.a2a_group
+        # Expert e lives on the group's rank e // num_local_experts, so [E, C, d] is already rank-major.
         buf = tokens.new_zeros(E * C, d).index_copy(0, dest, tokens[tok]).view(E, C, d)
-        recv = _AllToAll.apply(self.group, buf).view(self.world_size, self.num_local_experts, C, d)
+        recv = _TimedAllToAll.apply(group, buf).view(G, self.num_local_experts, C, d)
         outs = [expert(recv[:, j].reshape(-1, d)) for j, expert in enumerate(self.experts)]
-        sent = torch.stack(outs, 0).view(self.num_local_experts, self.world_size, C, d).transpose(0, 1)
-        back = _AllToAll.apply(self.group, sent.contiguous()).view(E * C, d)
+        sent = torch.stack(outs, 0).view(self.num_local_experts, G, C, d).transpose(0, 1)
+        back = _TimedAllToAll.apply(group, sent.contiguous()).view(E * C, d)
         return self._combine(tokens, tok, back[dest], r)
 
     # -- reference path (fairscale MOELayer, dense einsum dispatch) --------------------------
     def _forward_reference(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         if self._reference is None:
-            group = self.group if self.group is not None else _single_process_group()
+            group = self.layout.a2a_group if self.layout.distributed else _single_process_group()
             # Not registered as a submodule: it shares this layer's router and experts.
             object.__setattr__(self, "_reference", MOELayer(_ReferenceTop1Gate(self.router), self.experts, group))
         moe = self._reference
@@ -218,7 +269,7 @@ class SwitchFFN(nn.Module):
             tokens = torch.cat([tokens, tokens.new_zeros(pad, d)])
             mask = torch.cat([mask, mask.new_ones(pad)])
         moe.gate.padding_mask = mask
-        moe.gate.capacity = self._agreed_capacity(tokens, mask) if self.world_size > 1 else None
+        moe.gate.capacity = self._agreed_capacity(tokens, mask) if self.layout.distributed else None
         out = moe(tokens[:, None, :])[:, 0, :]
         self.last_routing = moe.gate.last_routing
         return out[:T]

@@ -19,6 +19,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from ..data.sentinels import sentinel_indices
+from .switch_task import SwitchTaskMixin
 from ..data.span_corruption import (
     SpanCorruptionDataset,
     example_lengths,
@@ -53,7 +54,7 @@ class SpanCorruptionConfig(FairseqDataclass):
 
 
 @register_task("span_corruption", dataclass=SpanCorruptionConfig)
-class SpanCorruptionTask(FairseqTask):
+class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
     cfg: SpanCorruptionConfig
 
     def __init__(self, cfg: SpanCorruptionConfig, dictionary: Dictionary):
