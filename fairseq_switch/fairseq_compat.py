@@ -18,6 +18,9 @@ importing fairseq_switch is enough for fairseq-train, fairseq-generate and fairs
    training with the default backend failed. We pass no device ids for CPU models.
 5. Under torchrun, fairseq sets `device_id = rank % torch.cuda.device_count()`, a ZeroDivisionError
    on a machine without GPUs. We use device 0 there (the id is unused on CPU).
+6. fairseq saves checkpoints from rank 0 only and broadcasts rank 0's file on load, which would
+   drop every other rank's experts. The Trainer's saves and loads of Switch models go through
+   `checkpoints.py` (one expert shard per rank, resharded on load).
 """
 
 import argparse
@@ -154,3 +157,6 @@ def apply() -> None:
     count_experts_in_grad_norm()
     cpu_ddp_without_device_ids()
     torchrun_without_gpus()
+    from .checkpoints import install
+
+    install()

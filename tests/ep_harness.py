@@ -29,6 +29,22 @@ def write_dictionary(folder: str) -> None:
     Path(folder, "dict.txt").write_text("".join(f"{w} 1\n" for w in words))
 
 
+def write_corpus(folder: str, num_docs: int = 200, seed: int = 0) -> None:
+    """A binarized `train` split of random documents over the dictionary's words, for fairseq-train."""
+    from fairseq.data import Dictionary, indexed_dataset
+
+    write_dictionary(folder)
+    d = Dictionary.load(os.path.join(folder, "dict.txt"))
+    first = d.index("w0")
+    g = torch.Generator().manual_seed(seed)
+    builder = indexed_dataset.make_builder(os.path.join(folder, "train.bin"), impl="mmap", vocab_size=len(d))
+    for _ in range(num_docs):
+        n = int(torch.randint(20, 80, (1,), generator=g))
+        doc = torch.randint(first, first + NUM_WORDS, (n,), generator=g)
+        builder.add_item(torch.cat([doc, torch.tensor([d.eos()])]).to(torch.int32))
+    builder.finalize(os.path.join(folder, "train.idx"))
+
+
 def global_batches(num_steps: int, sizes: Sequence[int], seed: int = 0) -> List[List[Dict]]:
     """[step][rank] -> raw examples (src, tgt) as token lists; `sizes[r]` examples go to rank r.
 
@@ -146,8 +162,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank: int, world: int, port: int, data_dir: str, steps, extra, out_dir: str) -> None:
-    """One process of a W-rank run: rank r trains on steps[k][r]; results go to out_dir/rank{r}.pt."""
+def worker(rank: int, world: int, port: int, data_dir: str, steps, extra, out_dir: str,
+           load_from: Optional[str] = None, save_to: Optional[str] = None) -> None:
+    """One process of a W-rank run: rank r trains on steps[k][r]; results go to out_dir/rank{r}.pt.
+    `load_from`: a checkpoint every rank loads first (resume); `save_to`: saved after the last step."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -155,14 +173,20 @@ def worker(rank: int, world: int, port: int, data_dir: str, steps, extra, out_di
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         trainer = build_trainer(data_dir, world, rank, extra)
+        if load_from is not None:
+            assert trainer.load_checkpoint(load_from) is not None, f"{load_from} was not loaded"
         history = run_steps(trainer, [collate(step[rank]) for step in steps])
+        if save_to is not None:  # as checkpoint_utils.save_checkpoint does
+            trainer.consolidate_optimizer()
+            trainer.save_checkpoint(save_to, {"train_iterator": {"epoch": 1}})
         torch.save(history, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def run(world: int, data_dir: str, steps, out_dir: str, extra: Sequence[str] = (), timeout: float = 300):
+def run(world: int, data_dir: str, steps, out_dir: str, extra: Sequence[str] = (), timeout: float = 300,
+        load_from: Optional[str] = None, save_to: Optional[str] = None):
     """Run `world` processes (spawned, loopback gloo) and return their histories, rank by rank."""
     import torch.multiprocessing as mp
 
@@ -171,7 +195,7 @@ def run(world: int, data_dir: str, steps, out_dir: str, extra: Sequence[str] = (
     os.makedirs(out_dir, exist_ok=True)
     # spawned even for one process, so fairseq's global state stays out of the test process
     ctx = mp.start_processes(
-        worker, args=(world, free_port(), data_dir, steps, list(extra), out_dir), nprocs=world,
+        worker, args=(world, free_port(), data_dir, steps, list(extra), out_dir, load_from, save_to), nprocs=world,
         join=False, start_method="spawn",
     )
     deadline = time.time() + timeout

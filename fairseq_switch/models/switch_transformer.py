@@ -305,13 +305,9 @@ def check_expert_parallel_args(args, world_size: int) -> None:
             "--fp16/--bf16 with expert parallelism needs --fp16-no-flatten-grads: the flat fp32 copy loses the "
             "mark that keeps the experts' gradients apart from the shared ones (or use --memory-efficient-fp16)"
         )
-    if not getattr(args, "no_save", True):
-        # fairseq writes checkpoints from rank 0 alone, which would silently drop every other rank's experts
-        raise ValueError(
-            "expert-parallel checkpoints (one expert shard per rank) are not implemented yet: a checkpoint "
-            "written now would hold only rank 0's experts. Train with --no-save (Hydra: checkpoint.no_save=true), "
-            "or on one process"
-        )
+    if getattr(args, "store_ema", False):
+        raise ValueError("--store-ema keeps a copy of rank 0's model only, which misses the other ranks' experts; "
+                         "drop --store-ema with expert parallelism")
     if getattr(args, "encoder_layerdrop", 0) or getattr(args, "decoder_layerdrop", 0):
         raise ValueError(
             "--encoder-layerdrop/--decoder-layerdrop skip layers at random per rank, so ranks would miss each "

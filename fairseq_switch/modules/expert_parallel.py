@@ -16,7 +16,7 @@ any backend that skips parameters marked `expert` (fairseq's legacy_ddp does; fo
 model gives DDP its ignore list) and with gradient accumulation.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -96,25 +96,28 @@ def _groups(world_size: int, rank: int, num_experts: int):
     return _GROUPS[key]
 
 
-def expert_layout(num_experts: int) -> ExpertLayout:
-    """The layout for the current process (one process when torch.distributed is not initialized)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        check_expert_count(num_experts, 1)
-        return ExpertLayout(1, 0, num_experts, 1, num_experts, 1)
-    world, rank = dist.get_world_size(), dist.get_rank()
-    check_expert_count(num_experts, world)
-    a2a, replica = _groups(world, rank, num_experts)
-    group_size = min(num_experts, world)
+def plan_layout(num_experts: int, world_size: int, rank: int) -> ExpertLayout:
+    """Which experts rank `rank` of `world_size` holds (no process groups: also for checkpoint tools)."""
+    check_expert_count(num_experts, world_size)
+    group_size = min(num_experts, world_size)
     return ExpertLayout(
-        world_size=world,
+        world_size=world_size,
         rank=rank,
         num_experts=num_experts,
         group_size=group_size,
-        num_local_experts=max(num_experts // world, 1),
-        replicas=world // group_size,
-        a2a_group=a2a,
-        replica_group=replica,
+        num_local_experts=max(num_experts // world_size, 1),
+        replicas=world_size // group_size,
     )
+
+
+def expert_layout(num_experts: int) -> ExpertLayout:
+    """The layout for the current process (one process when torch.distributed is not initialized)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return plan_layout(num_experts, 1, 0)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    layout = plan_layout(num_experts, world, rank)
+    a2a, replica = _groups(world, rank, num_experts)
+    return replace(layout, a2a_group=a2a, replica_group=replica)
 
 
 def register_expert_grad_hooks(params, layout: ExpertLayout) -> None:

@@ -1,0 +1,458 @@
+"""Expert-sharded checkpoints that load on any rank count (SPEC §4).
+
+Files of one save, with W expert-parallel ranks of which G = min(N, W) hold distinct experts:
+
+    checkpoint_X.pt                  rank 0: everything fairseq saves (shared weights, optimizer
+                                     state, iterator, meters) and rank 0's experts
+    checkpoint_X-experts-rank{r}.pt  rank r = 1..G-1: its experts and their optimizer state only
+
+Replicas (ranks >= G) write nothing. One process writes fairseq's plain single file. Every file
+carries `expert_parallel` metadata: the layout, the optimizer's parameter names and a save id
+drawn afresh for each save. Loading checks the save ids, so a save interrupted between files
+fails to load with a clear error instead of mixing two states (each file itself is written
+atomically by fairseq's `torch_persistent_save`).
+
+On disk experts are named by their global id (`...fc1.experts.5.fc2.weight`), and optimizer
+state is tied to parameter names rather than positions, so one save can be cut for any rank
+count: when loading (every rank reads the shared state and just the experts it holds) or
+offline with `scripts/reshard_checkpoint.py`.
+"""
+
+import logging
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+from .modules.expert_parallel import ExpertLayout, plan_layout
+from .modules.switch_layer import SwitchFFN
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_KEY = "expert_parallel"
+_EXPERT = re.compile(r"^(.+)\.experts\.(\d+)\.(.+)$")
+
+
+# -- names ---------------------------------------------------------------------------------
+def split_expert_name(name: str) -> Optional[Tuple[str, int, str]]:
+    """'encoder.layers.1.fc1.experts.3.fc2.weight' -> ('encoder.layers.1.fc1', 3, 'fc2.weight')."""
+    m = _EXPERT.match(name)
+    return None if m is None else (m.group(1), int(m.group(2)), m.group(3))
+
+
+def shift_expert_id(name: str, offset: int) -> str:
+    """Local <-> global expert names: add `offset` to the expert id (other names unchanged)."""
+    parts = split_expert_name(name)
+    if parts is None or offset == 0:
+        return name
+    layer, e, rest = parts
+    return f"{layer}.experts.{e + offset}.{rest}"
+
+
+def shard_path(main_path: str, rank: int) -> str:
+    """The file of rank `rank` (>= 1) next to the main file `main_path`."""
+    if not main_path.endswith(".pt"):
+        raise ValueError(f"checkpoint paths must end in .pt, got {main_path}")
+    return f"{main_path[:-3]}-experts-rank{rank}.pt"
+
+
+def shard_suffix(rank: int) -> str:
+    return f"-experts-rank{rank}"
+
+
+def files_of(num_experts: int, world_size: int) -> int:
+    """Files per save: one per rank holding distinct experts."""
+    return min(num_experts, world_size)
+
+
+def experts_in_file(num_experts: int, world_size: int, file_rank: int) -> List[int]:
+    return plan_layout(num_experts, world_size, file_rank).local_expert_ids
+
+
+def switch_layers_of(model) -> List[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, SwitchFFN)]
+
+
+def model_param_names(model, criterion=None) -> List[str]:
+    """Global names of the parameters fairseq's optimizer holds, in its order (Trainer._build_optimizer:
+    trainable model parameters, then the criterion's)."""
+    ffns = [m for m in model.modules() if isinstance(m, SwitchFFN)]
+    first = ffns[0].layout.first_local_expert if ffns else 0
+    names = [shift_expert_id(n, first) for n, p in model.named_parameters() if p.requires_grad]
+    if criterion is not None:
+        names += [f"criterion.{n}" for n, p in criterion.named_parameters() if p.requires_grad]
+    return names
+
+
+def derive_param_order(saved_names: Sequence[str], expert_ids: Sequence[int]) -> List[str]:
+    """The optimizer order of a model holding `expert_ids`, from a saved order (rank 0's, which always
+    includes expert 0 of each layer): a layer's experts are one contiguous block, expert by expert."""
+    template: Dict[str, List[str]] = {}
+    for n in saved_names:
+        parts = split_expert_name(n)
+        if parts is not None and parts[1] == 0:
+            template.setdefault(parts[0], []).append(parts[2])
+    out, done = [], set()
+    for n in saved_names:
+        parts = split_expert_name(n)
+        if parts is None:
+            out.append(n)
+        elif parts[0] not in done:
+            done.add(parts[0])
+            out += [f"{parts[0]}.experts.{e}.{rest}" for e in expert_ids for rest in template[parts[0]]]
+    return out
+
+
+# -- optimizer state by name ---------------------------------------------------------------
+def optimizer_state_by_name(opt_state: Optional[dict], names: Sequence[str]) -> Dict[str, dict]:
+    """fairseq/torch optimizer state is keyed by position; key it by parameter name."""
+    if not opt_state or "state" not in opt_state:
+        return {}
+    n_params = sum(len(g["params"]) for g in opt_state["param_groups"])
+    if n_params != len(names):
+        raise ValueError(
+            f"the optimizer state covers {n_params} parameters but the model lists {len(names)}: cannot tie "
+            f"optimizer state to parameter names (reset it with --reset-optimizer)"
+        )
+    order = [i for g in opt_state["param_groups"] for i in g["params"]]
+    return {names[k]: opt_state["state"][i] for k, i in enumerate(order) if i in opt_state["state"]}
+
+
+def _group_of(name: str, groups_by_name: Dict[str, int]) -> int:
+    if name in groups_by_name:
+        return groups_by_name[name]
+    parts = split_expert_name(name)  # an expert rank 0 did not hold: same group as expert 0
+    if parts is not None:
+        return groups_by_name.get(f"{parts[0]}.experts.0.{parts[2]}", 0)
+    return 0
+
+
+def positional_optimizer_state(template: dict, template_names: Sequence[str], named: Dict[str, dict],
+                               names: Sequence[str]) -> dict:
+    """Rebuild a positional optimizer state for a model whose optimizer holds `names` in that order.
+
+    `template` (rank 0's saved state) gives the param groups' settings and the non-state keys
+    (e.g. fp16 loss scale)."""
+    order = [i for g in template["param_groups"] for i in g["params"]]
+    groups_by_name: Dict[str, int] = {}
+    pos = 0
+    for gi, g in enumerate(template["param_groups"]):
+        for _ in g["params"]:
+            groups_by_name[template_names[pos]] = gi
+            pos += 1
+    assert pos == len(order)
+    members: List[List[str]] = [[] for _ in template["param_groups"]]
+    for n in names:
+        members[_group_of(n, groups_by_name)].append(n)
+    # torch maps saved positions to the optimizer's parameters group by group, in order
+    out = {k: v for k, v in template.items() if k not in ("state", "param_groups")}
+    groups, state, i = [], {}, 0
+    for g, mem in zip(template["param_groups"], members):
+        ids = []
+        for n in mem:
+            if n in named:
+                state[i] = named[n]
+            ids.append(i)
+            i += 1
+        groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+    out["state"], out["param_groups"] = state, groups
+    return out
+
+
+# -- reading a save ------------------------------------------------------------------------
+class SavedCheckpoint:
+    """All files of one save: shared state from the main file, experts and their optimizer state by
+    global name (only the experts asked for are read)."""
+
+    def __init__(self, path: str, main: dict, expert_ids: Optional[Sequence[int]] = None):
+        self.path, self.main = path, main
+        meta = main.get(META_KEY)
+        model = main["model"]
+        expert_keys = [k for k in model if split_expert_name(k) is not None]
+        if meta is None:  # a plain fairseq checkpoint: one file, every expert in it
+            layers = sorted({split_expert_name(k)[0] for k in expert_keys})
+            n = 1 + max((split_expert_name(k)[1] for k in expert_keys), default=-1)
+            meta = {"version": FORMAT_VERSION, "world_size": 1, "rank": 0, "num_experts": n,
+                    "switch_layers": layers, "save_id": None, "param_names": None}
+        self.meta = meta
+        self.num_experts, self.world_size = meta["num_experts"], meta["world_size"]
+        self.switch_layers = list(meta["switch_layers"])
+        self.shared = {k: v for k, v in model.items() if split_expert_name(k) is None}
+        self.experts = {k: v for k, v in model.items() if k not in self.shared}
+        names = meta.get("param_names")
+        opt = main.get("last_optimizer_state")
+        self.optimizer_template = opt
+        self.param_names = names
+        self.optim_named = optimizer_state_by_name(opt, names) if (opt and names is not None) else {}
+        wanted = range(self.num_experts) if expert_ids is None else expert_ids
+        self._read_shards(set(wanted))
+
+    def _read_shards(self, wanted) -> None:
+        n, w = self.num_experts, self.world_size
+        for r in range(1, files_of(n, w) if n else 1):
+            if not wanted & set(experts_in_file(n, w, r)):
+                continue
+            p = shard_path(self.path, r)
+            if not os.path.isfile(p):
+                raise FileNotFoundError(
+                    f"{p} is missing: {self.path} was saved by {w} expert-parallel ranks and its experts are split "
+                    f"over {files_of(n, w)} files ({os.path.basename(self.path)} and "
+                    f"{os.path.basename(shard_path(self.path, 1))}..); copy them together"
+                )
+            with open(p, "rb") as f:
+                shard = torch.load(f, map_location="cpu")
+            got = shard.get(META_KEY, {}).get("save_id")
+            if got != self.meta["save_id"]:
+                raise ValueError(
+                    f"{p} belongs to a different save than {self.path} (save ids {got} vs {self.meta['save_id']}): "
+                    f"the save was interrupted or files from two saves were mixed; resume from an earlier "
+                    f"complete checkpoint (e.g. checkpoint_<epoch>_<updates>.pt)"
+                )
+            self.experts.update(shard["model"])
+            self.optim_named.update(shard.get("optimizer_state", {}))
+
+    def check_layout(self, num_experts: int, switch_layers: Sequence[str]) -> None:
+        """A checkpoint with another expert count or other Switch layers (--moe-freq) cannot be loaded."""
+        if num_experts == self.num_experts and list(switch_layers) == self.switch_layers:
+            return
+        cfg = (self.main.get("cfg") or {}).get("model") or {}
+
+        def opt(name):
+            v = cfg.get(name) if hasattr(cfg, "get") else getattr(cfg, name, None)  # dict or legacy Namespace
+            return "?" if v is None else v
+
+        raise ValueError(
+            f"{self.path} has a different expert layout: it has {self.num_experts} experts in "
+            f"{len(self.switch_layers)} Switch layers {self.switch_layers} (--moe-expert-count "
+            f"{opt('moe_expert_count')} --moe-freq {opt('moe_freq')}), this model has {num_experts} experts in "
+            f"{len(switch_layers)} Switch layers {list(switch_layers)}; build the model with the checkpoint's "
+            f"--moe-expert-count and --moe-freq (changing the expert count of a trained model is not supported)"
+        )
+
+    def state_for(self, layout: ExpertLayout, param_names: Optional[Sequence[str]] = None,
+                  optimizer: bool = True) -> dict:
+        """A fairseq checkpoint state for the rank described by `layout`: shared weights, its experts under
+        their local names and, if `optimizer`, the optimizer state in the order of `param_names`
+        (default: derived from the saved order)."""
+        if layout.num_experts != self.num_experts and self.num_experts:
+            self.check_layout(layout.num_experts, self.switch_layers)
+        state = {k: v for k, v in self.main.items() if k not in ("model", META_KEY, "last_optimizer_state")}
+        first = layout.first_local_expert
+        model = dict(self.shared)
+        for k, v in self.experts.items():
+            layer, e, rest = split_expert_name(k)
+            if e in layout.local_expert_ids:
+                model[f"{layer}.experts.{e - first}.{rest}"] = v
+        state["model"] = model
+        opt = self.optimizer_template
+        if opt is None or not optimizer:
+            return state
+        if self.param_names is None:  # written before optimizer state was named: usable as is only
+            if self.world_size == layout.world_size == 1:
+                state["last_optimizer_state"] = opt
+                return state
+            raise ValueError(
+                f"the optimizer state in {self.path} is not tied to parameter names (a checkpoint from before "
+                f"expert-sharded saves), so it cannot be cut for {layout.world_size} ranks: resume it on one "
+                f"process, or load the weights only with --reset-optimizer"
+            )
+        if param_names is None:
+            param_names = derive_param_order(self.param_names, layout.local_expert_ids)
+        state["last_optimizer_state"] = positional_optimizer_state(opt, self.param_names, self.optim_named, param_names)
+        return state
+
+    def files(self) -> List[str]:
+        n, w = self.num_experts, self.world_size
+        return [self.path] + [shard_path(self.path, r) for r in range(1, files_of(n, w) if n else 1)]
+
+
+# -- writing -------------------------------------------------------------------------------
+def _meta(num_experts: int, world_size: int, rank: int, switch_layers, save_id: str, param_names) -> dict:
+    return {"version": FORMAT_VERSION, "world_size": world_size, "rank": rank, "num_experts": num_experts,
+            "switch_layers": list(switch_layers), "save_id": save_id,
+            "param_names": None if param_names is None else list(param_names)}
+
+
+def rank_file(state: dict, meta: dict, param_names: Optional[Sequence[str]]) -> dict:
+    """What rank meta['rank'] writes, from its full fairseq state (experts under global names)."""
+    opt = state.get("last_optimizer_state")
+    named = optimizer_state_by_name(opt, param_names) if (opt and param_names is not None) else {}
+    if meta["rank"] == 0:
+        return {**state, META_KEY: meta}
+    experts = {k: v for k, v in state["model"].items() if split_expert_name(k) is not None}
+    return {META_KEY: {**meta, "param_names": None}, "model": experts,
+            "optimizer_state": {k: v for k, v in named.items() if split_expert_name(k) is not None}}
+
+
+def write_resharded(saved: SavedCheckpoint, out_path: str, world_size: int) -> List[str]:
+    """Write `saved` as a `world_size`-rank save at out_path (+ shards). Returns the files written."""
+    from fairseq.checkpoint_utils import torch_persistent_save
+
+    n = saved.num_experts
+    save_id = uuid.uuid4().hex
+    written = []
+    # shards first, main file last: until the main file is replaced, nothing new is reachable
+    for r in reversed(range(files_of(n, world_size) if n else 1)):
+        layout = plan_layout(n, world_size, r) if n else plan_layout(1, 1, 0)
+        state = saved.state_for(layout)
+        names = (derive_param_order(saved.param_names, layout.local_expert_ids)
+                 if saved.param_names is not None else None)
+        state["model"] = {shift_expert_id(k, layout.first_local_expert): v for k, v in state["model"].items()}
+        meta = _meta(n, world_size, r, saved.switch_layers, save_id, names)
+        path = out_path if r == 0 else shard_path(out_path, r)
+        torch_persistent_save(rank_file(state, meta, names), path)
+        written.append(path)
+    return written[::-1]
+
+
+# -- fairseq Trainer integration -----------------------------------------------------------
+_CTX = {"saving": False, "target": None}
+
+
+def _ffns(trainer) -> List[SwitchFFN]:
+    return [m for m in trainer.get_model().modules() if isinstance(m, SwitchFFN)]
+
+
+def _layout(trainer) -> Optional[ExpertLayout]:
+    ffns = _ffns(trainer)
+    return ffns[0].layout if ffns else None
+
+
+def _saver_group(layout: ExpertLayout):
+    return layout.a2a_group if layout.rank < layout.group_size else None
+
+
+def save_checkpoint(trainer, filename: str, extra_state: dict) -> Optional[str]:
+    """Trainer.save_checkpoint for Switch models, called on every rank holding distinct experts (they
+    must all call it: they agree on a save id). `filename` is the main file's name or this rank's."""
+    from fairseq import utils
+    from fairseq.checkpoint_utils import torch_persistent_save
+
+    if trainer.cfg.checkpoint.write_checkpoints_asynchronously:
+        raise ValueError("--write-checkpoints-asynchronously is not supported for Switch models (sharded saves "
+                         "must be complete before the next one starts); drop the flag")
+    layout = _layout(trainer)
+    model = trainer.get_model()
+    if layout.rank >= layout.group_size:
+        return None  # a replica: rank (rank mod G) writes these experts
+    if layout.rank > 0 and not filename.endswith(shard_suffix(layout.rank) + ".pt"):
+        filename = shard_path(filename, layout.rank)  # called directly with the main file's name
+    save_id = [uuid.uuid4().hex]
+    if layout.distributed:  # one id for all files of this save, drawn by rank 0
+        dist.broadcast_object_list(save_id, src=0, group=_saver_group(layout))
+    names = model_param_names(model, trainer.get_criterion())
+    logger.info(f"Saving checkpoint to {os.path.abspath(filename)}")
+    state = utils.move_to_cpu(trainer.state_dict())
+    state["extra_state"].update(extra_state)
+    state["model"] = {shift_expert_id(k, layout.first_local_expert): v for k, v in state["model"].items()}
+    meta = _meta(layout.num_experts, layout.world_size, layout.rank, switch_layers_of(model), save_id[0], names)
+    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    torch_persistent_save(rank_file(state, meta, names), filename)
+    logger.info(f"Finished saving checkpoint to {os.path.abspath(filename)}")
+    return os.path.abspath(filename)
+
+
+@contextmanager
+def _loading_for(trainer, reset_optimizer: bool):
+    """Every rank reads the checkpoint itself (it needs its own experts), for this model's layout."""
+    from omegaconf import open_dict
+
+    model = trainer.get_model()
+    layout = _layout(trainer)
+    _CTX["target"] = (layout, switch_layers_of(model), model_param_names(model, trainer.get_criterion()),
+                      not reset_optimizer)
+    ck = trainer.cfg.checkpoint
+    before = ck.load_checkpoint_on_all_dp_ranks
+    with open_dict(ck):
+        ck.load_checkpoint_on_all_dp_ranks = before or layout.distributed
+    try:
+        yield
+    finally:
+        _CTX["target"] = None
+        with open_dict(ck):
+            ck.load_checkpoint_on_all_dp_ranks = before
+
+
+def localize(path: str, state: dict) -> dict:
+    """After fairseq read `path`: cut the save for this process (the Trainer's model, else one
+    holding the experts this rank would hold)."""
+    target = _CTX["target"]
+    in_dist = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if target is None and META_KEY not in state and not in_dist:
+        return state  # plain one-process checkpoint, read outside training: nothing to cut
+    if "model" not in state:
+        return state
+    if target is not None:
+        layout, layers, names, keep_optimizer = target
+        saved = SavedCheckpoint(path, state, layout.local_expert_ids)
+        saved.check_layout(layout.num_experts, layers)
+        return saved.state_for(layout, names, optimizer=keep_optimizer)
+    probe = SavedCheckpoint(path, state, expert_ids=[])
+    if not probe.num_experts:
+        return state
+    world, rank = (dist.get_world_size(), dist.get_rank()) if in_dist else (1, 0)
+    layout = plan_layout(probe.num_experts, world, rank)
+    # no trainer: weights only (fairseq-generate, load_model_ensemble)
+    return SavedCheckpoint(path, state, layout.local_expert_ids).state_for(layout, optimizer=False)
+
+
+def install() -> None:
+    """Route fairseq's Trainer saves and loads of Switch models through this module."""
+    from fairseq import checkpoint_utils
+    from fairseq.trainer import Trainer
+
+    if getattr(Trainer, "_fairseq_switch_checkpoints", False):
+        return
+    Trainer._fairseq_switch_checkpoints = True
+
+    orig_save, orig_load = Trainer.save_checkpoint, Trainer.load_checkpoint
+    orig_should = Trainer.should_save_checkpoint_on_current_rank.fget
+    orig_suffix = Trainer.checkpoint_suffix.fget
+    orig_cu_save, orig_to_cpu = checkpoint_utils.save_checkpoint, checkpoint_utils.load_checkpoint_to_cpu
+
+    def trainer_save(self, filename, extra_state):
+        if _layout(self) is None:
+            return orig_save(self, filename, extra_state)
+        return save_checkpoint(self, filename, extra_state)
+
+    def trainer_load(self, filename, reset_optimizer=False, *args, **kwargs):
+        if _layout(self) is None:
+            return orig_load(self, filename, reset_optimizer, *args, **kwargs)
+        with _loading_for(self, reset_optimizer):
+            return orig_load(self, filename, reset_optimizer, *args, **kwargs)
+
+    def should_save(self):
+        layout = _layout(self)
+        if layout is None or not layout.distributed:
+            return orig_should(self)
+        return layout.rank < layout.group_size  # replicas hold copies of rank r mod G's experts
+
+    def suffix(self):
+        base = orig_suffix(self)
+        layout = _layout(self) if _CTX["saving"] else None
+        if layout is None or not layout.distributed or layout.rank == 0:
+            return base
+        return base + shard_suffix(layout.rank)
+
+    def cu_save(cfg, trainer, epoch_itr, val_loss):
+        # while saving, ranks >= 1 name (copy, prune) their own files: checkpoint_X-experts-rank{r}.pt
+        _CTX["saving"] = True
+        try:
+            return orig_cu_save(cfg, trainer, epoch_itr, val_loss)
+        finally:
+            _CTX["saving"] = False
+
+    def to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
+        return localize(path, orig_to_cpu(path, arg_overrides, load_on_all_ranks))
+
+    Trainer.save_checkpoint = trainer_save
+    Trainer.load_checkpoint = trainer_load
+    Trainer.should_save_checkpoint_on_current_rank = property(should_save)
+    Trainer.checkpoint_suffix = property(suffix)
+    checkpoint_utils.save_checkpoint = cu_save
+    checkpoint_utils.load_checkpoint_to_cpu = to_cpu
