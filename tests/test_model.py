@@ -135,13 +135,18 @@ def test_criterion_reduce_metrics_adds_expert_parallel_shares():
                 "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0),
                 "moe_entropy": torch.tensor(1.0), "moe_counts_0": torch.tensor([1.0, 3.0]), "moe_a2a_s": a2a}
 
-    with metrics.aggregate() as agg:
-        SwitchCrossEntropyCriterion.reduce_metrics([log(0.7, 1.5, 0.25), log(0.4, 0.5, 0.75)])
-        m = agg.get_smoothed_values()
-    assert m["moe_balance"] == pytest.approx(1.1)  # 0.7 + 0.4: one global batch
-    assert m["moe_z"] == pytest.approx(2.0)
-    assert m["moe_a2a_s"] == pytest.approx(0.5)  # per rank
-    assert m["moe_load_max_0"] == pytest.approx(1.5)  # counts summed over ranks: [2, 6]
+    # ranks spent 0.5 s and 1.5 s in all-to-all and log it divided by W = 2
+    logs = [log(0.7, 1.5, 0.25), log(0.4, 0.5, 0.75)]
+    # fairseq either hands over the list or (summable outputs) one dict summed over ranks
+    summed = {k: sum(x[k] for x in logs) for k in logs[0]}
+    for outputs in (logs, [summed]):
+        with metrics.aggregate() as agg:
+            SwitchCrossEntropyCriterion.reduce_metrics(outputs)
+            m = agg.get_smoothed_values()
+        assert m["moe_balance"] == pytest.approx(1.1)  # 0.7 + 0.4: one global batch
+        assert m["moe_z"] == pytest.approx(2.0)
+        assert m["moe_a2a_s"] == pytest.approx(1.0)  # mean over ranks
+        assert m["moe_load_max_0"] == pytest.approx(1.5)  # counts summed over ranks: [2, 6]
 
 
 def test_einsum_dispatch_model_matches_index_dispatch():

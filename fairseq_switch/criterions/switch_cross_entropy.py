@@ -101,7 +101,8 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         }
         logging_output.update(routing_logging_output(routings, world))
         if world > 1:
-            logging_output["moe_a2a_s"] = pop_a2a_seconds()
+            # fairseq sums logging outputs over ranks: pre-divide so the sum is the mean over ranks
+            logging_output["moe_a2a_s"] = pop_a2a_seconds() / world
         if self.report_accuracy:
             n_correct, total = self.compute_accuracy(model, net_output, sample)
             logging_output["n_correct"] = n_correct.data.item()
@@ -130,9 +131,9 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         metrics.log_scalar("moe_balance", float(total("moe_balance")) / nbatches, nbatches, round=4)
         metrics.log_scalar("moe_z", float(total("moe_z")) / nbatches, nbatches, round=4)
         if any("moe_a2a_s" in log for log in logging_outputs):
-            # seconds in the all-to-all exchanges per batch and rank (forward + the previous backward)
-            nlogs = sum(1 for log in logging_outputs if "moe_a2a_s" in log)
-            metrics.log_scalar("moe_a2a_s", float(total("moe_a2a_s")) / nlogs, nlogs, round=4)
+            # seconds in the all-to-all exchanges per batch, mean over ranks (this forward's exchanges
+            # and the previous backward's: the criterion runs before its own backward)
+            metrics.log_scalar("moe_a2a_s", float(total("moe_a2a_s")) / nbatches, nbatches, round=4)
         # Token statistics are pooled over every layer, batch and worker.
         metrics.log_scalar("moe_dropped", float(total("moe_dropped")) / max(ntok, 1.0), ntok, round=4)
         metrics.log_scalar("moe_entropy", float(total("moe_entropy")) / max(ntok, 1.0), ntok, round=4)
