@@ -17,7 +17,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 def load(name, overrides=()):
     GlobalHydra.instance().clear()
     hydra_init(name)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+    # version_base 1.1, as fairseq-hydra-train runs: a newer base stays set process-wide and breaks
+    # fairseq's own hydra.experimental calls in later tests
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.1"):
         return compose(config_name=name, overrides=list(overrides))
 
 
