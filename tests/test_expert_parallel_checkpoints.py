@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -270,10 +271,18 @@ def _train(data, save_dir, world, max_update, extra=()):
         cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(H.free_port())] + cmd + [
             "--distributed-world-size", str(world), "--distributed-backend", "gloo"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # own process group: on a hang, torchrun and every rank it started are killed together
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     losses = {}
-    for line in (res.stdout + res.stderr).splitlines():
+    for line in (stdout + stderr).splitlines():
         if "| train_inner |" in line:
             rec = json.loads(line.split("| train_inner |", 1)[1])
             losses[int(rec["num_updates"])] = rec["loss"]
