@@ -32,10 +32,10 @@ reaches q* reports "not reached" (null in report.json).
 """
 
 import argparse
-import importlib.util
 import json
 import math
 import re
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +44,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from _plugin_module import load_plugin_module  # noqa: E402
 
-
-def _load_logs_module():
-    # Load fairseq_switch/logs.py by path: importing the package would import torch and fairseq
-    # (it registers the model), which this post-processing tool does not need.
-    spec = importlib.util.spec_from_file_location("fairseq_switch_logs", ROOT / "fairseq_switch" / "logs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-logs = _load_logs_module()
+logs = load_plugin_module("logs")
 
 LOG_PREFERENCE = ("hydra_train.log", "train.log")
 VALIDATE_HINT = "run at least one validation: set dataset.validate_interval_updates (with common.log_format: json)"

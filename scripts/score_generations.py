@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Score fairseq-generate output: ROUGE-1/2/L, exact match, accuracy, BLEU.
+
+Pairs each example's best hypothesis (the D- line, else H-) with its reference (T- line), turns raw
+SentencePiece pieces into text ("▁The ▁cat s" -> "The cats"; text that is already detokenized is
+left alone) and prints the number of examples and each metric, in percent.
+
+    fairseq-generate data-bin/x --user-dir fairseq_switch --task text_to_text --path ckpt.pt \\
+        --gen-subset test --beam 4 > gen.out
+    python scripts/score_generations.py gen.out --spm-model data-bin/x/spm.model
+
+    # classification / QA cast as text, as JSON, from a pipe
+    fairseq-generate ... | python scripts/score_generations.py - --metrics em,acc --json
+    python scripts/score_generations.py gen.out --metrics rouge,bleu --json --output scores.json
+
+--metrics: rouge (ROUGE-1/2/L F, with stemming; ROUGE-2 is the usual headline for summarization),
+em (SQuAD-normalized exact match), acc (exact label match after strip), bleu (sacrebleu corpus BLEU).
+Without --spm-model, raw pieces are joined by SentencePiece's rule ("▁" -> space), which is exact
+for ordinary pieces; the model also decodes byte-fallback pieces and checks the pieces belong to it.
+Bad input (missing file, no hypotheses, no references) exits 2 with a one-line error.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from _plugin_module import load_plugin_module  # noqa: E402
+
+evaluation = load_plugin_module("evaluation")
+
+
+def metric_list(value: str):
+    """argparse type for --metrics: a comma-separated subset of evaluation.METRICS."""
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in evaluation.METRICS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(evaluation.METRICS)}"
+        )
+    return list(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("generate_output", help="file holding fairseq-generate's stdout, or - for stdin")
+    p.add_argument("--metrics", type=metric_list, default=["rouge"], help="comma-separated: rouge,em,acc,bleu (default: rouge)")
+    p.add_argument("--spm-model", help="SentencePiece .model of the dictionary, to decode raw pieces with")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--output", help="write the table / JSON to this file instead of stdout")
+    return p.parse_args(argv)
+
+
+def score(lines, metrics, spm_model=None):
+    """{"examples": n, <metric>: value, ...} for fairseq-generate output `lines`."""
+    if spm_model:
+        evaluation.load_spm(spm_model)  # a wrong path fails now, even if every line is already text
+    examples = evaluation.read_generate_output(lines)
+    hyps = [evaluation.detokenize(e.hypothesis, spm_model) for e in examples]
+    refs = [evaluation.detokenize(e.target, spm_model) for e in examples]
+    return {"examples": len(examples), **evaluation.compute_metrics(hyps, refs, metrics)}
+
+
+def format_table(result, metrics) -> str:
+    rows = [("examples", str(result["examples"]))]
+    for m in metrics:
+        if m == "rouge":
+            for n in ("rouge1", "rouge2", "rougeL"):
+                rows.append((n, f"{result[n]:.2f}  (P {result[n + '_precision']:.2f}  R {result[n + '_recall']:.2f})"))
+        else:
+            rows.append((m, f"{result[m]:.2f}"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.generate_output == "-":
+            result = score(sys.stdin, args.metrics, args.spm_model)
+        else:
+            with open(args.generate_output, encoding="utf-8") as f:
+                result = score(f, args.metrics, args.spm_model)
+    except (OSError, ValueError) as e:  # ValueError covers UnicodeDecodeError (not a text file)
+        msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+        print("error: " + " ".join(msg.split()), file=sys.stderr)  # one line, whatever the library said
+        return 2
+    text = json.dumps(result) + "\n" if args.json else format_table(result, args.metrics)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
