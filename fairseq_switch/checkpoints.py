@@ -311,7 +311,7 @@ def write_resharded(saved: SavedCheckpoint, out_path: str, world_size: int) -> L
 
 
 # -- fairseq Trainer integration -----------------------------------------------------------
-_CTX = {"saving": False, "target": None}
+_CTX = {"saving": False, "target": None, "vocab": None}
 
 
 def _ffns(trainer) -> List[SwitchFFN]:
@@ -401,6 +401,23 @@ def localize(path: str, state: dict) -> dict:
     return SavedCheckpoint(path, state, layout.local_expert_ids).state_for(layout, optimizer=False)
 
 
+def _vocab_sizes(model) -> Dict[str, int]:
+    """Rows of the embedding tables: the vocabulary the model was built for."""
+    return {n: p.shape[0] for n, p in model.named_parameters() if n.endswith("embed_tokens.weight")}
+
+
+def check_vocabulary(path: str, model_state: dict, sizes: Dict[str, int]) -> None:
+    """fairseq would report a size mismatch deep inside load_state_dict; say what it means instead."""
+    for name, rows in sizes.items():
+        saved = model_state.get(name)
+        if saved is not None and saved.shape[0] != rows:
+            raise ValueError(
+                f"{path} was trained with a vocabulary of {saved.shape[0]} symbols ({name}), but this task's "
+                f"dictionary has {rows}: fine-tune on data encoded with the checkpoint's own SentencePiece model "
+                f"and dict.txt (scripts/prepare_downstream_data.py --pretrained <its pretraining data folder>)"
+            )
+
+
 def install() -> None:
     """Route fairseq's Trainer saves and loads of Switch models through this module."""
     from fairseq import checkpoint_utils
@@ -421,10 +438,14 @@ def install() -> None:
         return save_checkpoint(self, filename, extra_state)
 
     def trainer_load(self, filename, reset_optimizer=False, *args, **kwargs):
-        if _layout(self) is None:
-            return orig_load(self, filename, reset_optimizer, *args, **kwargs)
-        with _loading_for(self, reset_optimizer):
-            return orig_load(self, filename, reset_optimizer, *args, **kwargs)
+        _CTX["vocab"] = _vocab_sizes(self.get_model())
+        try:
+            if _layout(self) is None:
+                return orig_load(self, filename, reset_optimizer, *args, **kwargs)
+            with _loading_for(self, reset_optimizer):
+                return orig_load(self, filename, reset_optimizer, *args, **kwargs)
+        finally:
+            _CTX["vocab"] = None
 
     def should_save(self):
         layout = _layout(self)
@@ -448,7 +469,10 @@ def install() -> None:
             _CTX["saving"] = False
 
     def to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
-        return localize(path, orig_to_cpu(path, arg_overrides, load_on_all_ranks))
+        state = orig_to_cpu(path, arg_overrides, load_on_all_ranks)
+        if _CTX["vocab"] and "model" in state:
+            check_vocabulary(path, state["model"], _CTX["vocab"])
+        return localize(path, state)
 
     Trainer.save_checkpoint = trainer_save
     Trainer.load_checkpoint = trainer_load

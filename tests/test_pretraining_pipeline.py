@@ -26,11 +26,8 @@ def prepare(out, *inputs, extra=()):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain") / "bin"
-    res = prepare(out, ROOT / "data" / "moby_dick" / "moby_dick.txt")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out, res.stdout
+def data(pretrain_data):
+    return pretrain_data  # conftest.py: Moby-Dick prepared once per session
 
 
 def task_for(data_dir, **overrides):

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Prepare (input, target) pairs for fine-tuning with task `text_to_text`.
+
+The pairs are encoded with the SentencePiece model of the *pretraining* data and binarized with
+its dictionary, so they match the pretrained checkpoint's vocabulary. Input: a folder holding
+{train,valid,test}.{jsonl,tsv} (test is optional), or --train/--valid/--test files; jsonl fields
+and tsv columns are named with --input-field/--target-field.
+
+Every example is accounted for: empty inputs or targets are skipped, over-long ones are
+truncated (or skipped with --overlong drop), and the counts are printed and kept in
+<out>/prepare.json. Re-running with the same inputs and options does nothing.
+
+    python scripts/prepare_downstream_data.py --pretrained data-bin/pretrain_sample \\
+        --out data-bin/ft_summ --prefix "summarize: " data/downstream/<dataset>
+    fairseq-train data-bin/ft_summ --user-dir fairseq_switch --task text_to_text \\
+        --finetune-from-model checkpoints/pretrain/checkpoint_last.pt --arch switch_tiny ...
+
+Outputs: <out>/dict.{input,target}.txt, <out>/{split}.input-target.{input,target}.{bin,idx},
+<out>/spm.model (for scripts/score_generations.py --spm-model), <out>/raw/ (the pieces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "valid", "test")
+SRC, TGT = "input", "target"
+FORMAT_VERSION = 1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("folder", nargs="?", type=Path, help="folder with {train,valid,test}.{jsonl,tsv}")
+    for s in SPLITS:
+        p.add_argument(f"--{s}", type=Path, help=f"{s} pairs file (instead of the folder's)")
+    p.add_argument("--pretrained", type=Path, required=True,
+                   help="the pretraining data folder (its spm.model and dict.txt), as written by prepare_pretraining_data.py")
+    p.add_argument("--out", type=Path, required=True, help="output folder (task text_to_text's data)")
+    p.add_argument("--input-field", default="input", help="jsonl field / tsv column of the input (default: input)")
+    p.add_argument("--target-field", default="target", help="jsonl field / tsv column of the target (default: target)")
+    p.add_argument("--format", default="auto", choices=["auto", "jsonl", "tsv"], help="default: from the file name")
+    p.add_argument("--prefix", default="", help='task prefix put before every input, e.g. "summarize: " (T5 style)')
+    p.add_argument("--max-input-tokens", type=int, default=512, help="input pieces incl. </s> (T5: 512)")
+    p.add_argument("--max-target-tokens", type=int, default=128, help="target pieces incl. </s>")
+    p.add_argument("--overlong", default="truncate", choices=["truncate", "drop"],
+                   help="what to do with longer examples: cut them (T5) or leave them out; counted either way")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="redo everything")
+    return p.parse_args(argv)
+
+
+def find_inputs(args) -> dict[str, Path]:
+    files = {}
+    for s in SPLITS:
+        f = getattr(args, s)
+        if f is None and args.folder is not None:
+            found = [args.folder / f"{s}.{ext}" for ext in ("jsonl", "jsonl.gz", "tsv", "tsv.gz")
+                     if (args.folder / f"{s}.{ext}").is_file()]
+            f = found[0] if found else None
+        if f is not None:
+            if not f.is_file():
+                raise SystemExit(f"error: {f} does not exist")
+            files[s] = f
+    for s in ("train", "valid"):
+        if s not in files:
+            where = f"{args.folder}/{s}.jsonl or .tsv" if args.folder else f"--{s}"
+            raise SystemExit(f"error: no {s} pairs: give {where}")
+    return files
+
+
+def fingerprint(files: dict[str, Path], args) -> dict:
+    h = hashlib.sha256()
+    for s in sorted(files):
+        h.update(s.encode())
+        h.update(files[s].read_bytes())
+    for name in ("spm.model", "dict.txt"):
+        h.update((args.pretrained / name).read_bytes())
+    return {"version": FORMAT_VERSION, "inputs": h.hexdigest(), "input_field": args.input_field,
+            "target_field": args.target_field, "format": args.format, "prefix": args.prefix,
+            "max_input_tokens": args.max_input_tokens, "max_target_tokens": args.max_target_tokens,
+            "overlong": args.overlong}
+
+
+def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path) -> dict:
+    """Write one line of pieces per kept pair; return the counts."""
+    from fairseq_switch.data.pairs import read_pairs
+
+    c = {"read": 0, "kept": 0, "empty": 0, "input_truncated": 0, "target_truncated": 0, "dropped_overlong": 0,
+         "input_tokens": 0, "target_tokens": 0}
+    max_in, max_tgt = args.max_input_tokens - 1, args.max_target_tokens - 1  # fairseq appends </s>
+    with open(out_src, "w", encoding="utf-8") as fs, open(out_tgt, "w", encoding="utf-8") as ft:
+        for inp, tgt in read_pairs(path, args.input_field, args.target_field, args.format):
+            c["read"] += 1
+            inp, tgt = " ".join(inp.split()), " ".join(tgt.split())
+            if not inp or not tgt:
+                c["empty"] += 1
+                continue
+            src_pieces = sp.encode(args.prefix + inp, out_type=str)
+            tgt_pieces = sp.encode(tgt, out_type=str)
+            over_in, over_tgt = len(src_pieces) > max_in, len(tgt_pieces) > max_tgt
+            if (over_in or over_tgt) and args.overlong == "drop":
+                c["dropped_overlong"] += 1
+                continue
+            c["input_truncated"] += over_in
+            c["target_truncated"] += over_tgt
+            src_pieces, tgt_pieces = src_pieces[:max_in], tgt_pieces[:max_tgt]
+            fs.write(" ".join(src_pieces) + "\n")
+            ft.write(" ".join(tgt_pieces) + "\n")
+            c["kept"] += 1
+            c["input_tokens"] += len(src_pieces) + 1
+            c["target_tokens"] += len(tgt_pieces) + 1
+    return c
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO_ROOT))
+    from fairseq_switch.data.pairs import PairsError
+    from fairseq_switch.data.vocab import run_fairseq_preprocess, unk_rates
+
+    t0 = time.time()
+    for name in ("spm.model", "dict.txt"):
+        if not (args.pretrained / name).is_file():
+            raise SystemExit(f"error: {args.pretrained / name} not found: --pretrained must be the pretraining data "
+                             f"folder written by scripts/prepare_pretraining_data.py (it holds spm.model and dict.txt)")
+    for flag in ("max_input_tokens", "max_target_tokens"):
+        if getattr(args, flag) < 2:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 2 (one piece and </s>)")
+    files = find_inputs(args)
+    out, raw = args.out, args.out / "raw"
+    stamp = out / "prepare.json"
+    key = fingerprint(files, args)
+    outputs = [out / f"dict.{lang}.txt" for lang in (SRC, TGT)] + [
+        out / f"{s}.{SRC}-{TGT}.{lang}.{ext}" for s in files for lang in (SRC, TGT) for ext in ("bin", "idx")]
+    if not args.force and stamp.is_file() and all(p.is_file() for p in outputs):
+        done = json.loads(stamp.read_text())
+        if done.get("key") == key:
+            print(f"[prepare] {out}: up to date")
+            _report(done["counts"])
+            return 0
+    raw.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(args.pretrained / "spm.model"))
+    counts = {}
+    try:
+        for s, f in files.items():
+            print(f"[prepare] encode {s}: {f}", flush=True)
+            counts[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}")
+            if counts[s]["kept"] == 0:
+                raise SystemExit(f"error: {f}: no usable pair ({counts[s]['read']} read, {counts[s]['empty']} "
+                                 f"empty, {counts[s]['dropped_overlong']} over-long)")
+    except PairsError as e:
+        raise SystemExit(f"error: {e}")
+
+    for p in outputs:
+        p.unlink(missing_ok=True)
+    prefs = []
+    for s in files:
+        prefs += [f"--{s}pref", str(raw / s)]
+    log = run_fairseq_preprocess([
+        "--source-lang", SRC, "--target-lang", TGT, "--srcdict", str(args.pretrained / "dict.txt"),
+        "--tgtdict", str(args.pretrained / "dict.txt"), *prefs, "--destdir", str(out), "--workers", str(args.workers),
+    ])
+    missing = [str(p) for p in outputs if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: fairseq-preprocess did not write {', '.join(missing)}")
+    shutil.copy(args.pretrained / "spm.model", out / "spm.model")
+    stamp.write_text(json.dumps({"key": key, "counts": counts, "unk": unk_rates(log),
+                                 "pretrained": str(args.pretrained.resolve())}, indent=1))
+    _report(counts)
+    print(f"[prepare] {out}: " + ", ".join(unk_rates(log)) + f"; {time.time() - t0:.1f}s")
+    return 0
+
+
+def _report(counts: dict) -> None:
+    for s, c in counts.items():
+        notes = [f"{c[k]} {k.replace('_', ' ')}" for k in ("empty", "input_truncated", "target_truncated",
+                                                           "dropped_overlong") if c[k]]
+        print(f"[prepare]   {s:5s}: {c['read']:6d} read, {c['kept']:6d} kept"
+              + (f" ({', '.join(notes)})" if notes else "")
+              + f"; {c['input_tokens']:,d} input / {c['target_tokens']:,d} target tokens")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Fine-tuning data and task: pairs files -> prepare_downstream_data.py -> task text_to_text."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fairseq_switch.data.pairs import PairsError, read_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PREPARE = ROOT / "scripts" / "prepare_downstream_data.py"
+
+
+def prepare(pretrained, out, *args):
+    cmd = [sys.executable, str(PREPARE), "--pretrained", str(pretrained), "--out", str(out), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_read_pairs_jsonl_and_tsv(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"document": "long text", "summary": "short", "id": 1},
+                                       {"document": "x", "summary": ["first ref", "second ref"]}])
+    assert list(read_pairs(tmp_path / "a.jsonl", "document", "summary")) == [("long text", "short"), ("x", "first ref")]
+    (tmp_path / "b.tsv").write_text("label\tsentence\npositive\tgreat film\nnegative\tdull\n")
+    assert list(read_pairs(tmp_path / "b.tsv", "sentence", "label")) == [("great film", "positive"), ("dull", "negative")]
+    (tmp_path / "c.tsv").write_text("great film\tpositive\n")  # no header: column numbers
+    assert list(read_pairs(tmp_path / "c.tsv", "0", "1")) == [("great film", "positive")]
+    with pytest.raises(PairsError, match=r"a.jsonl:1: no field 'text' \(fields: document, id, summary\).*--input-field"):
+        list(read_pairs(tmp_path / "a.jsonl", "text", "summary"))
+    with pytest.raises(PairsError, match=r"header row .* no column 'input'"):
+        list(read_pairs(tmp_path / "b.tsv"))
+    (tmp_path / "d.jsonl").write_text('{"input": "a", "target": "b"}\n{oops\n')
+    with pytest.raises(PairsError, match=r"d.jsonl:2: not JSON"):
+        list(read_pairs(tmp_path / "d.jsonl"))
+
+
+def test_prepare_counts_every_example_and_is_idempotent(pretrain_data, tmp_path):
+    pretrained = pretrain_data[0]
+    src = tmp_path / "pairs"
+    src.mkdir()
+    long_input = " ".join(["whale"] * 200)
+    write_jsonl(src / "train.jsonl", [
+        {"input": "Call me Ishmael.", "target": "a name"},
+        {"input": "  ", "target": "empty input"},
+        {"input": "some text", "target": ""},
+        {"input": long_input, "target": "too long"},
+        {"input": "The sea was calm.", "target": "calm sea"},
+    ])
+    write_jsonl(src / "valid.jsonl", [{"input": "The ship sailed.", "target": "ship"}])
+    res = prepare(pretrained, tmp_path / "out", src, "--prefix", "summarize: ", "--max-input-tokens", "32")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "train:      5 read,      3 kept (2 empty, 1 input truncated)" in res.stdout
+    assert "valid:      1 read,      1 kept;" in res.stdout
+    stamp = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert stamp["counts"]["train"]["empty"] == 2 and stamp["counts"]["train"]["input_truncated"] == 1
+    pieces = (tmp_path / "out" / "raw" / "train.input").read_text().splitlines()
+    assert len(pieces) == 3 and len(pieces[1].split()) == 31  # truncated to 32 with </s>
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "out" / "spm.model"))
+    assert sp.decode(pieces[0].split()) == "summarize: Call me Ishmael."  # prefix + input, whitespace normalized
+    for f in ("dict.input.txt", "dict.target.txt", "spm.model", "train.input-target.input.bin",
+              "valid.input-target.target.idx"):
+        assert (tmp_path / "out" / f).is_file(), f
+    assert (tmp_path / "out" / "dict.input.txt").read_text() == (pretrained / "dict.txt").read_text()
+    again = prepare(pretrained, tmp_path / "out", src, "--prefix", "summarize: ", "--max-input-tokens", "32")
+    assert again.returncode == 0 and "up to date" in again.stdout and "fairseq-preprocess" not in again.stdout
+    dropped = prepare(pretrained, tmp_path / "out2", src, "--max-input-tokens", "32", "--overlong", "drop")
+    assert "train:      5 read,      2 kept (2 empty, 1 dropped overlong)" in dropped.stdout
+
+
+def test_prepare_errors_name_the_fix(pretrain_data, tmp_path):
+    pretrained = pretrain_data[0]
+    (tmp_path / "p").mkdir()
+    write_jsonl(tmp_path / "p" / "train.jsonl", [{"document": "a", "summary": "b"}])
+    res = prepare(pretrained, tmp_path / "o", tmp_path / "p")
+    assert res.returncode != 0 and "no valid pairs" in res.stderr
+    write_jsonl(tmp_path / "p" / "valid.jsonl", [{"document": "a", "summary": "b"}])
+    res = prepare(pretrained, tmp_path / "o", tmp_path / "p")
+    assert res.returncode != 0 and "no field 'input'" in res.stderr and "--input-field" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = prepare(tmp_path, tmp_path / "o", tmp_path / "p")
+    assert res.returncode != 0 and "spm.model not found: --pretrained must be the pretraining data" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def downstream(pretrain_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("t2t") / "bin"
+    src = out.parent / "pairs"
+    src.mkdir()
+    words = "the whale ship sea captain sailed over deep water with men boats".split()
+    for split, n in (("train", 120), ("valid", 12), ("test", 12)):
+        rows = []
+        for i in range(n):
+            text = " ".join(words[(i + k) % len(words)] for k in range(12))
+            rows.append({"input": text, "target": " ".join(text.split()[:2])})
+        write_jsonl(src / f"{split}.jsonl", rows)
+    res = prepare(pretrain_data[0], out, src, "--prefix", "copy: ")
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out
+
+
+def _task_and_model(data, extra=()):
+    from fairseq import options, tasks
+
+    from .helpers import USER_DIR
+
+    argv = [str(data), "--user-dir", USER_DIR, "--task", "text_to_text", "--arch", "switch_tiny",
+            "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--moe-expert-count", "2", *extra]
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    task = tasks.setup_task(args)
+    return task, task.build_model(args)
+
+
+def test_task_applies_the_paper_expert_dropout_unless_given(downstream):
+    _, model = _task_and_model(downstream)
+    ffn = model.switch_ffns[0]
+    assert ffn.experts[0].dropout.p == 0.4 and model.encoder.dropout_module.p == 0.1
+    _, model = _task_and_model(downstream, ["--moe-expert-dropout", "0.2"])
+    assert model.switch_ffns[0].experts[0].dropout.p == 0.2
+    task, _ = _task_and_model(downstream)
+    task.load_dataset("valid")
+    sample = task.dataset("valid")[0]
+    assert task.src_dict.string(sample["source"], "sentencepiece").startswith("copy: the whale ship")
+
+
+def test_task_rejects_missing_or_mismatched_dictionaries(downstream, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no dictionary at .*dict.input.txt.*prepare_downstream_data.py"):
+        _task_and_model(tmp_path)
+    (tmp_path / "dict.input.txt").write_text((downstream / "dict.input.txt").read_text())
+    lines = (downstream / "dict.target.txt").read_text().splitlines(keepends=True)
+    (tmp_path / "dict.target.txt").write_text("".join(lines[:-5]))
+    with pytest.raises(ValueError, match=r"dict.input.txt and dict.target.txt .* differ"):
+        _task_and_model(tmp_path)
+
+
+# -- end to end through the real CLIs: pretrain -> prepare -> fine-tune -> generate -> score -----------
+TINY = ["--arch", "switch_tiny", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim",
+        "64", "--decoder-ffn-embed-dim", "64", "--moe-expert-count", "4"]
+
+
+def run(cmd, **kw):
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, timeout=600, **kw)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def fairseq_train(data, save_dir, task, updates, extra=()):
+    return run([BIN / "fairseq-train", data, "--user-dir", ROOT / "fairseq_switch", "--task", task, *TINY,
+                "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "2048",
+                "--max-update", updates, "--save-dir", save_dir, "--no-epoch-checkpoints", "--disable-validation",
+                "--no-progress-bar", "--num-workers", "0", "--seed", "1", "--cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def pretrained_ckpt(pretrain_data, tmp_path_factory):
+    save = tmp_path_factory.mktemp("t2t_pretrain")
+    fairseq_train(pretrain_data[0], save, "span_corruption", 10, ["--input-length", "64"])
+    return save / "checkpoint_last.pt"
+
+
+def test_finetune_generate_score_on_bundled_summaries(pretrain_data, pretrained_ckpt, tmp_path):
+    data = tmp_path / "bin"
+    res = prepare(pretrain_data[0], data, ROOT / "data" / "downstream" / "debian", "--prefix", "summarize: ",
+                  "--max-input-tokens", "128", "--max-target-tokens", "128")
+    assert res.returncode == 0, res.stderr[-2000:]
+    test_line = next(line for line in res.stdout.splitlines() if "test :" in line)
+    assert "200 read,    200 kept" in test_line and "target truncated" not in test_line, test_line
+    fairseq_train(data, tmp_path / "ft", "text_to_text", 30, ["--finetune-from-model", pretrained_ckpt])
+    gen = run([BIN / "fairseq-generate", data, "--user-dir", ROOT / "fairseq_switch", "--task", "text_to_text",
+               "--path", tmp_path / "ft" / "checkpoint_last.pt", "--gen-subset", "test", "--beam", "2",
+               "--max-len-b", "20", "--batch-size", "50", "--cpu"])
+    out = tmp_path / "gen.out"
+    out.write_text(gen.stdout)
+    # the references fairseq prints are raw pieces; detokenized they are the bundled targets again
+    from fairseq_switch.evaluation import detokenize, read_generate_output
+
+    examples = read_generate_output(gen.stdout.splitlines())
+    assert [e.id for e in examples] == list(range(200)) and all("▁" in e.target for e in examples)
+    bundled = [json.loads(line)["target"] for line in (ROOT / "data/downstream/debian/test.jsonl").open()]
+    known = [(e, b) for e, b in zip(examples, bundled) if "<unk>" not in e.target]  # chars Moby-Dick lacks
+    assert len(known) > 100
+    for e, b in known:
+        assert detokenize(e.target, data / "spm.model") == " ".join(b.split()), e.id
+    scored = run([sys.executable, ROOT / "scripts" / "score_generations.py", out, "--spm-model", data / "spm.model",
+                  "--json"])
+    scores = json.loads(scored.stdout)
+    assert scores["examples"] == 200
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert 0 <= scores[key] <= 100, scores
+    assert scores["rouge1"] >= scores["rouge2"]
+
+
+def test_finetuning_with_another_vocabulary_fails_clearly(downstream, pretrained_ckpt, tmp_path):
+    data = tmp_path / "bin"
+    data.mkdir()
+    for f in downstream.iterdir():
+        if f.is_file():
+            (data / f.name).write_bytes(f.read_bytes())
+    for name in ("dict.input.txt", "dict.target.txt"):  # a dictionary 5 symbols shorter
+        lines = (data / name).read_text().splitlines(keepends=True)
+        (data / name).write_text("".join(lines[:-5]))
+    cmd = [BIN / "fairseq-train", data, "--user-dir", ROOT / "fairseq_switch", "--task", "text_to_text", *TINY,
+           "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1024",
+           "--max-update", "1", "--save-dir", tmp_path / "x", "--finetune-from-model", pretrained_ckpt, "--cpu"]
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode != 0
+    assert "was trained with a vocabulary of 600 symbols (encoder.embed_tokens.weight), but this task's " \
+           "dictionary has 595" in res.stderr
+    assert "scripts/prepare_downstream_data.py --pretrained" in res.stderr
