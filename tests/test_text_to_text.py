@@ -152,9 +152,11 @@ def run(cmd, **kw):
 
 
 def fairseq_train(data, save_dir, task, updates, extra=()):
+    if "--eval-metric" not in map(str, extra):
+        extra = ["--disable-validation", *extra]
     return run([BIN / "fairseq-train", data, "--user-dir", ROOT / "fairseq_switch", "--task", task, *TINY,
                 "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "2048",
-                "--max-update", updates, "--save-dir", save_dir, "--no-epoch-checkpoints", "--disable-validation",
+                "--max-update", updates, "--save-dir", save_dir, "--no-epoch-checkpoints",
                 "--no-progress-bar", "--num-workers", "0", "--seed", "1", "--cpu", *extra])
 
 
@@ -214,3 +216,31 @@ def test_finetuning_with_another_vocabulary_fails_clearly(downstream, pretrained
     assert "was trained with a vocabulary of 600 symbols (encoder.embed_tokens.weight), but this task's " \
            "dictionary has 595" in res.stderr
     assert "scripts/prepare_downstream_data.py --pretrained" in res.stderr
+
+
+def test_validation_by_generation_matches_generate_and_score(downstream, pretrained_ckpt, tmp_path):
+    """--eval-metric rouge logs, at the last validation, the ROUGE that fairseq-generate (greedy, same
+    length limit) + score_generations.py give for the saved model; the best checkpoint is kept by it."""
+    from fairseq_switch.logs import json_records
+
+    res = fairseq_train(
+        downstream, tmp_path / "ft", "text_to_text", 20,
+        ["--finetune-from-model", pretrained_ckpt, "--eval-metric", "rouge", "--eval-generate-args",
+         '{"beam": 1, "max_len_a": 0, "max_len_b": 8}', "--validate-interval-updates", "10",
+         "--best-checkpoint-metric", "rouge2", "--maximize-best-checkpoint-metric", "--log-format", "json"],
+    )
+    res_text = res.stdout + res.stderr
+    assert "--disable-validation" not in map(str, res.args)
+    valid = json_records(res_text.splitlines(), "valid")
+    assert len(valid) >= 2 and all(k in valid[-1] for k in ("rouge1", "rouge2", "rougeL", "best_rouge2"))
+    assert valid[-1]["best_rouge2"] == max(v["rouge2"] for v in valid)  # the peak
+    assert (tmp_path / "ft" / "checkpoint_best.pt").exists()
+    gen = run([BIN / "fairseq-generate", downstream, "--user-dir", ROOT / "fairseq_switch", "--task", "text_to_text",
+               "--path", tmp_path / "ft" / "checkpoint_last.pt", "--gen-subset", "valid", "--beam", "1",
+               "--max-len-a", "0", "--max-len-b", "8", "--batch-size", "64", "--cpu"])
+    (tmp_path / "gen.out").write_text(gen.stdout)
+    scored = json.loads(run([sys.executable, ROOT / "scripts" / "score_generations.py", tmp_path / "gen.out",
+                             "--json"]).stdout)
+    assert scored["examples"] == 12 and scored["rouge1"] > 0, scored  # something to agree on
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert valid[-1][key] == pytest.approx(scored[key], abs=0.01), key
