@@ -244,3 +244,83 @@ def test_validation_by_generation_matches_generate_and_score(downstream, pretrai
     assert scored["examples"] == 12 and scored["rouge1"] > 0, scored  # something to agree on
     for key in ("rouge1", "rouge2", "rougeL"):
         assert valid[-1][key] == pytest.approx(scored[key], abs=0.01), key
+
+
+@pytest.fixture(scope="module")
+def mixture(pretrain_data, downstream, tmp_path_factory):
+    """Two prepared tasks under one root: a (copy the first two words) and b (label: long/short input)."""
+    root = tmp_path_factory.mktemp("mix")
+    src = root / "pairs_b"
+    src.mkdir()
+    words = "sea whale ship captain".split()
+    for split, n in (("train", 60), ("valid", 10)):
+        rows = [{"input": " ".join(words[: 1 + i % 4] * (1 + i % 3)), "target": "long" if (1 + i % 4) * (1 + i % 3) > 4
+                 else "short"} for i in range(n)]
+        write_jsonl(src / f"{split}.jsonl", rows)
+    res = prepare(pretrain_data[0], root / "b", src, "--prefix", "classify: ")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (root / "a").symlink_to(downstream, target_is_directory=True)
+    return root
+
+
+def test_mixture_epoch_visits_every_example_of_every_task_once(mixture):
+    from fairseq import options, tasks
+
+    from .helpers import USER_DIR
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(mixture), "--user-dir", USER_DIR, "--task", "text_to_text", "--mixture", "a,b", "--arch", "switch_tiny",
+        "--max-tokens", "300"])
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    assert len(ds) == 120 + 60 and ds.offsets == [0, 120]
+    itr = task.get_batch_iterator(ds, max_tokens=300, seed=1, epoch=1).next_epoch_itr(shuffle=True)
+    seen, tokens = [], {0: 0, 1: 0}
+    for batch in itr:
+        ids, task_ids = batch["id"].tolist(), batch["task_ids"].tolist()
+        assert task_ids == [0 if i < 120 else 1 for i in ids]
+        for i, t in zip(ids, task_ids):
+            tokens[t] += int(ds.src_sizes[i] + ds.tgt_sizes[i])
+        seen += ids
+    assert sorted(seen) == list(range(180))  # each task contributes in proportion to its tokens
+    assert tokens[0] == int(ds.src_sizes[:120].sum() + ds.tgt_sizes[:120].sum())
+
+
+def test_mixture_validation_reports_each_task_and_their_mean(mixture, pretrained_ckpt, tmp_path):
+    from fairseq_switch.logs import json_records
+
+    res = fairseq_train(mixture, tmp_path / "ft", "text_to_text", 10,
+                        ["--mixture", "a,b", "--finetune-from-model", pretrained_ckpt, "--eval-metric", "acc",
+                         "--validate-interval-updates", "10", "--best-checkpoint-metric", "acc",
+                         "--maximize-best-checkpoint-metric", "--log-format", "json"])
+    valid = json_records((res.stdout + res.stderr).splitlines(), "valid")
+    last = valid[-1]
+    assert {"a_acc", "b_acc", "acc", "best_acc"} <= set(last), sorted(last)
+    assert last["acc"] == pytest.approx((last["a_acc"] + last["b_acc"]) / 2, abs=0.011)
+
+
+def test_mixture_score_is_the_mean_of_task_scores_not_pooled(mixture):
+    """a: 2 of 3 right (66.67), b: 0 of 1: the mixture's acc is their mean, 33.33 (pooled would be 50)."""
+    from fairseq import options, tasks
+    from fairseq.logging import metrics
+
+    from .helpers import USER_DIR
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(mixture), "--user-dir", USER_DIR, "--task", "text_to_text", "--mixture", "a,b", "--eval-metric", "acc",
+        "--arch", "switch_tiny"])
+    task = tasks.setup_task(args)
+
+    class NoCriterion:
+        @staticmethod
+        def reduce_metrics(logging_outputs):
+            pass
+
+    # two batches (or ranks): fairseq hands over per-batch sums
+    logs = [{"_t2t_a_n": 2, "_t2t_a_acc": 100.0 * 2, "_t2t_b_n": 1, "_t2t_b_acc": 0.0},
+            {"_t2t_a_n": 1, "_t2t_a_acc": 0.0}]
+    with metrics.aggregate() as agg:
+        task.reduce_metrics(logs, NoCriterion())
+        m = agg.get_smoothed_values()
+    assert m["a_acc"] == pytest.approx(66.67) and m["b_acc"] == 0.0 and m["acc"] == pytest.approx(33.33)

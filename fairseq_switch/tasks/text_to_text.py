@@ -17,8 +17,15 @@ set (greedy by default, `--eval-generate-args`) with no token dropped by capacit
 fairseq-generate does, and logs ROUGE-1/2/L, exact match or accuracy next to the loss. With
 `--best-checkpoint-metric rouge2 --maximize-best-checkpoint-metric` fairseq keeps the best
 checkpoint by it and logs the peak as `best_rouge2` (the paper reports peak validation scores).
+
+Mixtures (`--mixture bbc,spam`): --data holds one prepared folder per task, all made with the same
+pretraining vocabulary. Training reads their concatenation, so over an epoch each task contributes
+in proportion to its token count (the paper's GLUE/SuperGLUE mixing, SPEC §6). Validation with
+--eval-metric logs each task's score (`bbc_acc`, `spam_acc`) and their mean (`acc`), the
+GLUE-style average, which --best-checkpoint-metric can select on.
 """
 
+import bisect
 import json
 import logging
 import os
@@ -26,7 +33,9 @@ from argparse import Namespace
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from fairseq import utils
+from fairseq.data import ConcatDataset, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
@@ -55,6 +64,11 @@ class TextToTextConfig(TranslationConfig):
         metadata={"help": "also generate on the valid set at each validation and log: rouge (ROUGE-1/2/L F), em "
                           "(SQuAD-normalized exact match) or acc (label accuracy); none: loss only"},
     )
+    mixture: str = field(
+        default="",
+        metadata={"help": "comma-separated task folders under --data to train on together (sampled in proportion "
+                          "to their tokens) and validate per task; empty: --data is one task's folder"},
+    )
     eval_generate_args: str = field(
         default='{"beam": 1, "max_len_a": 0, "max_len_b": 128}',
         metadata={"help": "generation settings for --eval-metric, as JSON (fairseq-generate's option names)"},
@@ -71,22 +85,53 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
     def setup_task(cls, cfg: TextToTextConfig, **kwargs):
         cfg.source_lang = cfg.source_lang or SOURCE
         cfg.target_lang = cfg.target_lang or TARGET
-        folder = (cfg.data or "").split(os.pathsep)[0]
-        for lang in (cfg.source_lang, cfg.target_lang):
-            path = os.path.join(folder, f"dict.{lang}.txt")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"text_to_text: no dictionary at {path}. Prepare the pairs with "
-                    f"`python scripts/prepare_downstream_data.py --pretrained <pretraining data folder> --out "
-                    f"{folder or '<out>'} <pairs>`"
+        root = (cfg.data or "").split(os.pathsep)[0]
+        folders = [os.path.join(root, name) for name in mixture_names(cfg)] or [root]
+        dicts = []
+        for folder in folders:
+            for lang in (cfg.source_lang, cfg.target_lang):
+                path = os.path.join(folder, f"dict.{lang}.txt")
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(
+                        f"text_to_text: no dictionary at {path}. Prepare the pairs with "
+                        f"`python scripts/prepare_downstream_data.py --pretrained <pretraining data folder> --out "
+                        f"{folder or '<out>'} <pairs>`"
+                    )
+                dicts.append((path, cls.load_dictionary(path)))
+        for path, d in dicts[1:]:
+            if d != dicts[0][1]:
+                raise ValueError(
+                    f"text_to_text: {path} differs from {dicts[0][0]}; inputs and targets of every task must share "
+                    f"the pretraining dictionary (prepare each with the same prepare_downstream_data.py --pretrained)"
                 )
-        task = super().setup_task(cfg, **kwargs)
-        if task.src_dict != task.tgt_dict:
-            raise ValueError(
-                f"text_to_text: dict.{cfg.source_lang}.txt and dict.{cfg.target_lang}.txt in {folder} differ; "
-                f"input and target must share the pretraining dictionary (prepare_downstream_data.py writes both)"
-            )
-        return task
+        d = dicts[0][1]
+        logger.info(f"text_to_text: dictionary {len(d)} symbols" + (f"; mixture of {len(folders)} tasks: "
+                    f"{', '.join(mixture_names(cfg))}" if mixture_names(cfg) else ""))
+        return cls(cfg, d, d)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        names = mixture_names(self.cfg)
+        if not names:
+            return super().load_dataset(split, epoch, combine, **kwargs)
+        root = self.cfg.data.split(os.pathsep)[0]
+        src, tgt = [], []
+        for name in names:
+            prefix = os.path.join(root, name, f"{split}.{self.cfg.source_lang}-{self.cfg.target_lang}.")
+            for lang, d, out in ((self.cfg.source_lang, self.src_dict, src), (self.cfg.target_lang, self.tgt_dict, tgt)):
+                ds = data_utils.load_indexed_dataset(prefix + lang, d, self.cfg.dataset_impl)
+                if ds is None:
+                    raise FileNotFoundError(f"text_to_text: mixture task {name!r} has no {split} split ({prefix}{lang}"
+                                            f".bin); prepare it with scripts/prepare_downstream_data.py")
+                out.append(ds)
+            logger.info(f"text_to_text: {split} {name}: {len(src[-1])} examples")
+        # one dataset of all tasks: an epoch visits every example once, so tasks mix by their token counts
+        src_all, tgt_all = ConcatDataset(src), ConcatDataset(tgt)
+        self.datasets[split] = MixtureDataset(
+            src_all, src_all.sizes, self.src_dict, tgt_all, tgt_all.sizes, self.tgt_dict,
+            left_pad_source=self.cfg.left_pad_source, left_pad_target=self.cfg.left_pad_target,
+            shuffle=(split != "test"), pad_to_multiple=self.cfg.required_seq_len_multiple,
+            offsets=[0] + list(src_all.cumulative_sizes[:-1]),
+        )
 
     def build_model(self, cfg, from_checkpoint=False):
         if getattr(cfg, "moe_expert_count", 0) and getattr(cfg, "moe_expert_dropout", None) is None:
@@ -106,10 +151,18 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
         names = EVAL_METRICS[str(self.cfg.eval_metric)]
         if names:
             hyps, refs = self._generate(model, sample)
-            scores = evaluation.compute_metrics(hyps, refs, [str(self.cfg.eval_metric)])
-            logging_output["_t2t_n"] = len(hyps)
-            for name in names:  # sums, so that batches and ranks add up
-                logging_output[f"_t2t_{name}"] = scores[name] * len(hyps)
+            groups = {"": list(range(len(hyps)))}
+            if "task_ids" in sample:  # a mixture: score each task apart
+                groups = {}
+                task_names = mixture_names(self.cfg)
+                for i, t in enumerate(sample["task_ids"].tolist()):
+                    groups.setdefault(task_names[t] + "_", []).append(i)
+            for task, rows in groups.items():
+                scores = evaluation.compute_metrics([hyps[i] for i in rows], [refs[i] for i in rows],
+                                                    [str(self.cfg.eval_metric)])
+                logging_output[f"_t2t_{task}n"] = len(rows)
+                for name in names:  # sums, so that batches and ranks add up
+                    logging_output[f"_t2t_{task}{name}"] = scores[name] * len(rows)
         return loss, sample_size, logging_output
 
     def _generate(self, model, sample):
@@ -125,13 +178,41 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        n = sum(log.get("_t2t_n", 0) for log in logging_outputs)
-        if not n:
-            return
-        metrics.log_scalar_sum("_t2t_n", n)
-        for name in EVAL_METRICS[str(self.cfg.eval_metric)]:
-            metrics.log_scalar_sum(f"_t2t_{name}", sum(log.get(f"_t2t_{name}", 0) for log in logging_outputs))
-            metrics.log_derived(name, lambda m, name=name: round(m[f"_t2t_{name}"].sum / m["_t2t_n"].sum, 2))
+
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        names = EVAL_METRICS[str(self.cfg.eval_metric)]
+        tasks = [t + "_" for t in mixture_names(self.cfg)] or [""]
+        present = [t for t in tasks if total(f"_t2t_{t}n")]
+        for t in present:
+            metrics.log_scalar_sum(f"_t2t_{t}n", total(f"_t2t_{t}n"))
+            for name in names:
+                metrics.log_scalar_sum(f"_t2t_{t}{name}", total(f"_t2t_{t}{name}"))
+                metrics.log_derived(f"{t}{name}", lambda m, k=f"_t2t_{t}{name}", n=f"_t2t_{t}n": round(
+                    m[k].sum / m[n].sum, 2))
+        if present and present != [""]:
+            for name in names:  # GLUE-style: the mean of the task scores, not the pooled score
+                metrics.log_derived(name, lambda m, name=name: round(sum(
+                    m[f"_t2t_{t}{name}"].sum / m[f"_t2t_{t}n"].sum for t in present) / len(present), 2))
+
+
+class MixtureDataset(LanguagePairDataset):
+    """fairseq's language-pair dataset over concatenated tasks; batches carry each example's task index."""
+
+    def __init__(self, *args, offsets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offsets = offsets  # index of each task's first example
+
+    def collater(self, samples, pad_to_length=None):
+        batch = super().collater(samples, pad_to_length)
+        if batch:  # after fairseq's reordering by length, so read the task from the batch's ids
+            batch["task_ids"] = torch.tensor([bisect.bisect_right(self.offsets, i) - 1 for i in batch["id"].tolist()])
+        return batch
+
+
+def mixture_names(cfg) -> list:
+    return [n.strip() for n in (getattr(cfg, "mixture", "") or "").split(",") if n.strip()]
 
 
 @contextmanager
