@@ -53,3 +53,19 @@ def test_paper_scale_configs(name, arch):
     assert cfg.optimization.lr[0] == cfg.lr_scheduler.warmup_init_lr == 0.01
     assert cfg.lr_scheduler.warmup_updates == 10_000
     assert cfg.common.bf16
+
+
+@pytest.mark.parametrize("name,metric", [("finetune_tiny", "rouge2"), ("finetune_tiny_mixture", "acc")])
+def test_finetune_configs(name, metric):
+    from fairseq_switch.tasks.text_to_text import TextToTextConfig
+
+    cfg = load(name, ["checkpoint.finetune_from_model=/x/checkpoint_best.pt"])
+    assert cfg.task._name == "text_to_text" and cfg.model._name in ARCH_MODEL_REGISTRY
+    assert cfg.model.dropout == 0.1 and cfg.task.expert_dropout == 0.4  # paper fine-tuning
+    assert cfg.checkpoint.best_checkpoint_metric == metric and cfg.checkpoint.maximize_best_checkpoint_metric
+    assert cfg.dataset.validate_interval_updates == 200
+    assert set(cfg.task) <= set(TextToTextConfig.__dataclass_fields__) | {"_name"}  # no stray task keys
+    if name.endswith("mixture"):
+        assert cfg.task.mixture == "bbc-topic,spam" and cfg.task.eval_metric == "acc"
+    # without the pretrained checkpoint fairseq stops ("does not exist") instead of training from scratch
+    assert "SET_checkpoint.finetune_from_model" in load(name).checkpoint.finetune_from_model
