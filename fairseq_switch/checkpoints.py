@@ -218,7 +218,8 @@ class SavedCheckpoint:
 
     def check_layout(self, num_experts: int, switch_layers: Sequence[str]) -> None:
         """A checkpoint with another expert count or other Switch layers (--moe-freq) cannot be loaded."""
-        if num_experts == self.num_experts and list(switch_layers) == self.switch_layers:
+        # as sets: a plain checkpoint's layers are inferred from its keys, in another order than the model's
+        if num_experts == self.num_experts and sorted(switch_layers) == sorted(self.switch_layers):
             return
         cfg = (self.main.get("cfg") or {}).get("model") or {}
 

@@ -320,3 +320,9 @@ def test_unnamed_optimizer_state_is_not_resharded_silently():
     assert sorted(rank1["model"]) == ["emb", "l.fc1.experts.0.w"] and float(rank1["model"]["l.fc1.experts.0.w"][0]) == 1
     with pytest.raises(ValueError, match=r"old.pt is not tied to parameter names .* cannot be cut for 2 ranks.*--reset-optimizer"):
         saved.state_for(plan_layout(2, 2, 1))
+    # its Switch layers are read from the keys (sorted): the model's own order must still match
+    two = SavedCheckpoint("old2.pt", {"model": {"encoder.l.fc1.experts.0.w": torch.zeros(1),
+                                                "decoder.l.fc1.experts.0.w": torch.zeros(1)}})
+    two.check_layout(1, ["encoder.l.fc1", "decoder.l.fc1"])
+    with pytest.raises(ValueError, match=r"different expert layout"):
+        two.check_layout(1, ["encoder.l.fc1"])
