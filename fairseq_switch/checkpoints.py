@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from .modules.expert_parallel import ExpertLayout, plan_layout
+from .modules.expert_parallel import ExpertLayout, expert_world, plan_layout
 from .modules.switch_layer import SwitchFFN
 
 logger = logging.getLogger(__name__)
@@ -383,7 +383,8 @@ def localize(path: str, state: dict) -> dict:
     """After fairseq read `path`: cut the save for this process (the Trainer's model, else one
     holding the experts this rank would hold)."""
     target = _CTX["target"]
-    in_dist = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    world, rank = expert_world()
+    in_dist = world > 1
     if target is None and META_KEY not in state and not in_dist:
         return state  # plain one-process checkpoint, read outside training: nothing to cut
     if "model" not in state:
@@ -396,7 +397,6 @@ def localize(path: str, state: dict) -> dict:
     probe = SavedCheckpoint(path, state, expert_ids=[])
     if not probe.num_experts:
         return state
-    world, rank = (dist.get_world_size(), dist.get_rank()) if in_dist else (1, 0)
     layout = plan_layout(probe.num_experts, world, rank)
     # no trainer: weights only (fairseq-generate, load_model_ensemble)
     return SavedCheckpoint(path, state, layout.local_expert_ids).state_for(layout, optimizer=False)

@@ -16,6 +16,7 @@ any backend that skips parameters marked `expert` (fairseq's legacy_ddp does; fo
 model gives DDP its ignore list) and with gradient accumulation.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
@@ -110,11 +111,33 @@ def plan_layout(num_experts: int, world_size: int, rank: int) -> ExpertLayout:
     )
 
 
+_LOCAL = {"depth": 0}
+
+
+@contextmanager
+def local_experts():
+    """Models built (and checkpoints read) inside hold every expert in this process and never
+    exchange tokens, even under torch.distributed: a frozen distillation teacher runs on each rank
+    alone, so ranks that skip it (cache hits, dummy batches) cannot leave the others hanging."""
+    _LOCAL["depth"] += 1
+    try:
+        yield
+    finally:
+        _LOCAL["depth"] -= 1
+
+
+def expert_world() -> Tuple[int, int]:
+    """(world size, rank) that expert layouts span: (1, 0) without torch.distributed or inside local_experts()."""
+    if _LOCAL["depth"] or not (dist.is_available() and dist.is_initialized()):
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
+
+
 def expert_layout(num_experts: int) -> ExpertLayout:
     """The layout for the current process (one process when torch.distributed is not initialized)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world, rank = expert_world()
+    if world == 1:
         return plan_layout(num_experts, 1, 0)
-    world, rank = dist.get_world_size(), dist.get_rank()
     layout = plan_layout(num_experts, world, rank)
     a2a, replica = _groups(world, rank, num_experts)
     return replace(layout, a2a_group=a2a, replica_group=replica)
@@ -150,6 +173,8 @@ _STATE = {"replicas": 1, "active": False}
 
 
 def note_layout(layout: ExpertLayout) -> None:
+    if _LOCAL["depth"]:
+        return  # a local model (teacher) says nothing about the trained model's layout
     _STATE["replicas"] = layout.replicas
     _STATE["active"] = _STATE["active"] or layout.distributed
 
