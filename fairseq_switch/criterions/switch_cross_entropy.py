@@ -11,6 +11,7 @@ fairseq divides by the sample size summed over ranks, so the shares are multipli
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, List
 
 import torch
@@ -34,6 +35,11 @@ class SwitchCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         default=0.0,
         metadata={"help": "weight of the router z-loss (ST-MoE uses 1e-3; the Switch paper recipe uses 0)"},
     )
+
+
+def log_total(logging_outputs: List[Dict], key: str):
+    """Sum of one logged value over batches (and workers)."""
+    return sum(log.get(key, 0) for log in logging_outputs)
 
 
 def routing_logging_output(routings, world: int = 1) -> Dict[str, torch.Tensor]:
@@ -74,9 +80,14 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.moe_loss_weight = moe_loss_weight
         self.router_z_loss_weight = router_z_loss_weight
 
+    def main_loss(self, model, net_output, sample, reduce=True):
+        """(loss, nll_loss, extra logging) before the auxiliary losses; subclasses change the objective here."""
+        loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
+        return loss, nll_loss, {}
+
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
-        loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
+        loss, nll_loss, extra = self.main_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         routings = net_output[1].get("moe_routing", []) if isinstance(net_output[1], dict) else []
         routings = [r for r in routings if r is not None]
@@ -99,6 +110,7 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             "sample_size": sample_size,
             "nbatches": 1,
         }
+        logging_output.update(extra)
         logging_output.update(routing_logging_output(routings, world))
         if world > 1:
             # fairseq sums logging outputs over ranks: pre-divide so the sum is the mean over ranks
@@ -112,10 +124,7 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     @classmethod
     def reduce_metrics(cls, logging_outputs: List[Dict]) -> None:
         super().reduce_metrics(logging_outputs)
-
-        def total(key):
-            return sum(log.get(key, 0) for log in logging_outputs)
-
+        total = partial(log_total, logging_outputs)
         ntokens = total("ntokens")
         if ntokens > 0 and any("nll_loss" in log for log in logging_outputs):
             # The paper's quality measure (SPEC §5): minus the per-token cross-entropy, in nats.

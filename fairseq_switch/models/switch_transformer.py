@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from ..modules.expert_parallel import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
+from .student_init import FFN_INIT_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,22 @@ class SwitchConfig(FairseqDataclass):
     moe_dispatch: ChoiceEnum(list(DISPATCH_CHOICES)) = field(
         default="index",
         metadata={"help": "index: gather/scatter by index (fast); einsum: fairscale MOELayer reference path"},
+    )
+    student_init_from: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "distillation (SPEC §7): when training starts, copy every weight of this (teacher) checkpoint "
+            "whose name and shape match: embeddings, attention, norms, dense FFNs; experts and routers are not "
+            "copied. A resumed run keeps its own weights; fairseq-generate ignores the option"
+        },
+    )
+    student_ffn_init: ChoiceEnum(list(FFN_INIT_CHOICES)) = field(
+        default="random",
+        metadata={"help": "with --student-init-from, a dense FFN where the teacher has a Switch FFN starts: random "
+                          "(paper), from one expert (--student-ffn-expert) or the mean of the experts"},
+    )
+    student_ffn_expert: int = field(
+        default=0, metadata={"help": "which expert --student-ffn-init expert copies"}
     )
 
 

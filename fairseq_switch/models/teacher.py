@@ -1,0 +1,104 @@
+"""The frozen teacher of distillation (SPEC §7, paper Sec. 4.2).
+
+Any checkpoint of this plugin (Switch or dense, one file or an expert-parallel save with its
+`-experts-rank{r}` files) is read whole into this process: every rank holds all experts and runs
+the teacher alone, with no all-to-all, in eval mode, routing every token (no capacity drops).
+"""
+
+import logging
+import os
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from fairseq import checkpoint_utils, models
+from fairseq.data import Dictionary
+
+from ..modules.expert_parallel import local_experts
+from ..modules.switch_layer import SwitchFFN
+
+logger = logging.getLogger(__name__)
+
+
+def read_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint's state with every expert in this process (`flag` names the option, for errors)."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} {path}: no such checkpoint file")
+    with local_experts():
+        return checkpoint_utils.load_checkpoint_to_cpu(path)
+
+
+def _saved_dictionary(state: dict) -> Optional[str]:
+    """The dict file of the data the checkpoint was trained on, if it is still there."""
+    task = (state.get("cfg") or {}).get("task") or {}
+    data = str(task.get("data") or "").split(os.pathsep)[0]
+    names = ["dict.txt"] + [f"dict.{task.get(k)}.txt" for k in ("target_lang", "source_lang") if task.get(k)]
+    roots = [data] + [os.path.join(data, m) for m in str(task.get("mixture") or "").split(",") if m]
+    for root in roots:
+        for name in names:
+            if root and os.path.isfile(os.path.join(root, name)):
+                return os.path.join(root, name)
+    return None
+
+
+def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, flag: str = "--teacher-path") -> None:
+    """Teacher and student must share one dictionary: distillation matches their distributions index by index."""
+    emb = state["model"].get("decoder.embed_tokens.weight", state["model"].get("encoder.embed_tokens.weight"))
+    fix = ("encode the student's data with the teacher's SentencePiece model and dict.txt "
+           "(scripts/prepare_downstream_data.py --pretrained <the teacher's pretraining data folder>)")
+    if emb is not None and emb.shape[0] != len(dictionary):
+        raise ValueError(
+            f"{flag} {path}: the teacher's vocabulary has {emb.shape[0]} symbols but the student's dictionary has "
+            f"{len(dictionary)}; teacher and student must share one vocabulary: {fix}"
+        )
+    saved = _saved_dictionary(state)
+    if saved is None:
+        logger.warning(f"{flag} {path}: its training data's dict.txt is gone, so only the vocabulary size was checked "
+                       f"({len(dictionary)} symbols)")
+        return
+    theirs = Dictionary.load(saved)
+    for i in range(min(len(theirs), len(dictionary))):
+        if theirs[i] != dictionary[i]:
+            raise ValueError(
+                f"{flag} {path}: the teacher's dictionary ({saved}) and the student's differ at index {i} "
+                f"({theirs[i]!r} vs {dictionary[i]!r}); teacher and student must share one vocabulary: {fix}"
+            )
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for ffn in model.modules():
+        if isinstance(ffn, SwitchFFN):
+            ffn.router.eval_capacity_factor = None  # eval mode: capacity = every token, nothing dropped
+    return model
+
+
+def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
+    """Build the checkpoint's model for `task`'s dictionary, load it, freeze it (kept on CPU until used)."""
+    state = read_checkpoint(path, flag)
+    check_teacher_vocabulary(path, state, task.target_dictionary, flag)
+    cfg = state["cfg"]
+    with local_experts():
+        # fairseq's generic builder, not task.build_model: the task keeps per-model state (its
+        # validation generator) that must stay the student's
+        model = models.build_model(cfg.model, task, from_checkpoint=True)
+    model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
+    n_experts = sum(1 for m in model.modules() if isinstance(m, SwitchFFN))
+    logger.info(
+        f"teacher {path}: {getattr(cfg.model, 'arch', None) or getattr(cfg.model, '_name', '?')}, {sum(p.numel() for p in model.parameters()):,} params, "
+        f"{n_experts} Switch layers x {getattr(cfg.model, 'moe_expert_count', 0) or 0} experts; frozen, eval mode, no token dropped"
+    )
+    return freeze(model)
+
+
+def teacher_logits(teacher: nn.Module, net_input: dict, like: torch.Tensor) -> torch.Tensor:
+    """The teacher's output logits (B x T x V) for a student's batch, on the student's device and dtype."""
+    p = next(teacher.parameters())
+    if p.device != like.device or (like.dtype != p.dtype and like.is_floating_point()):
+        teacher.to(device=like.device, dtype=like.dtype if like.is_floating_point() else p.dtype)
+    teacher.eval()
+    with torch.no_grad():
+        out = teacher(**net_input)
+    return out[0].detach()
