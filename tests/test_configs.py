@@ -69,3 +69,21 @@ def test_finetune_configs(name, metric):
         assert cfg.task.mixture == "bbc-topic,spam" and cfg.task.eval_metric == "acc"
     # without the pretrained checkpoint fairseq stops ("does not exist") instead of training from scratch
     assert "SET_checkpoint.finetune_from_model" in load(name).checkpoint.finetune_from_model
+
+
+@pytest.mark.parametrize("name,task", [("distill_tiny", "span_corruption"), ("distill_tiny_summaries", "text_to_text")])
+def test_distillation_configs_make_the_table6_rows(name, task):
+    from fairseq_switch.criterions.switch_distillation import SwitchDistillationConfig
+    from fairseq_switch.models.switch_transformer import SwitchConfig
+
+    rows = {}
+    for row in ("none", "init", "mix"):
+        cfg = load(name, [f"distill={row}", "criterion.teacher_path=/x/teacher.pt"])
+        assert cfg.task._name == task and cfg.model._name == "t5_tiny" and cfg.criterion._name == "switch_distillation"
+        assert set(cfg.criterion) <= set(SwitchDistillationConfig.__dataclass_fields__) | {"_name"}
+        assert {"student_init_from", "student_ffn_init"} <= set(SwitchConfig.__dataclass_fields__)
+        rows[row] = (cfg.criterion.distill_weight, cfg.model.student_init_from)
+    assert rows == {"none": (0.0, None), "init": (0.0, "/x/teacher.pt"), "mix": (0.25, "/x/teacher.pt")}
+    # the default is the paper's recipe; without a teacher fairseq stops with "no such checkpoint file"
+    cfg = load(name)
+    assert cfg.criterion.distill_weight == 0.25 and "SET_criterion.teacher_path" in cfg.criterion.teacher_path
