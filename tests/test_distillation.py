@@ -332,3 +332,52 @@ def test_distill_report_rows(tmp_path):
         report.build_rows([("none", sweep / "0_none")], tmp_path / "teacher", None, 150)
     with pytest.raises(SystemExit, match="no distill=none job; pass --baseline"):
         report.build_rows([("init", sweep / "1_init")], tmp_path / "teacher", None, None)
+
+
+def test_two_rank_switch_student_with_local_teacher_and_cache(tmp_path):
+    """Under torch.distributed (2 gloo ranks) the student's experts are split across ranks while the
+    teacher holds all of its own in each rank and exchanges nothing, so ranks that read the cache and
+    ranks that run the teacher cannot hang each other. A rerun reads every teacher output from the
+    cache and gives the same losses."""
+    import os
+    import signal
+
+    from . import ep_harness as H
+
+    data = tmp_path / "data"
+    H.write_corpus(str(data))
+    base = ["--task", "span_corruption", "--arch", "switch_tiny", *DIMS, "--moe-expert-count", "4",
+            "--input-length", "32", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "512", "--seed", "7",
+            "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
+            "--num-workers", "0", "--no-epoch-checkpoints", "--cpu"]
+
+    def run(save, world, extra):
+        cmd = [str(BIN / "fairseq-train"), str(data), "--user-dir", str(ROOT / "fairseq_switch"), *base,
+               "--save-dir", str(save), *map(str, extra)]
+        if world > 1:
+            cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(H.free_port())] + cmd
+            cmd += ["--distributed-world-size", str(world), "--distributed-backend", "gloo"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        assert proc.returncode == 0, out[-3000:] + err[-3000:]
+        return out + err
+
+    run(tmp_path / "teacher", 1, ["--criterion", "switch_cross_entropy", "--max-update", "4"])
+    teacher = tmp_path / "teacher" / "checkpoint_last.pt"
+    kd = ["--criterion", "switch_distillation", "--teacher-path", teacher, "--teacher-topk", "4",
+          "--teacher-cache-dir", tmp_path / "cache", "--max-update", "4"]
+    first = run(tmp_path / "s1", 2, kd)
+    assert "expert parallelism: 2 ranks, 2 expert(s) per rank" in first
+    assert "8 Switch layers" not in first and "2 Switch layers x 4 experts; frozen" in first
+    second = run(tmp_path / "s2", 2, kd)
+    from fairseq_switch.logs import json_records
+
+    recs = [json_records(log.splitlines(), "train_inner") for log in (first, second)]
+    assert [r["loss"] for r in recs[0]] == [r["loss"] for r in recs[1]] and len(recs[0]) == 4
+    assert {r["teacher_cache_hit"] for r in recs[0]} == {0.0} and {r["teacher_cache_hit"] for r in recs[1]} == {1.0}
