@@ -249,8 +249,8 @@ def _losses(res, key="loss"):
 
 
 def test_distillation_run_through_fairseq_train(pretrain_data, teacher_ckpt, tmp_path):
-    """Student t5_tiny from the teacher's non-expert weights, top-k teacher through a cache: the loss
-    falls; a rerun reads every teacher output from the cache and computes exactly the same losses."""
+    """Student t5_tiny from the teacher's non-expert weights, top-k teacher: the loss falls; filling the
+    cache on the way, or reading it after precompute_teacher.py, gives exactly the same losses."""
     kd = ["--arch", "t5_tiny", "--criterion", "switch_distillation", "--teacher-path", teacher_ckpt,
           "--student-init-from", teacher_ckpt, "--student-ffn-init", "mean", "--teacher-topk", "8"]
     plain = train(pretrain_data[0], tmp_path / "a", 12, kd)
@@ -260,10 +260,18 @@ def test_distillation_run_through_fairseq_train(pretrain_data, teacher_ckpt, tmp
     losses = _losses(plain)
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3]), losses
     cache = ["--teacher-cache-dir", tmp_path / "cache"]
-    first = train(pretrain_data[0], tmp_path / "b", 12, kd + cache)
-    second = train(pretrain_data[0], tmp_path / "c", 12, kd + cache)
-    assert _losses(first) == losses and _losses(second) == losses
-    assert set(_losses(first, "teacher_cache_hit")) == {0.0} and set(_losses(second, "teacher_cache_hit")) == {1.0}
+    first = train(pretrain_data[0], tmp_path / "b", 12, kd + cache)  # fills the cache as it goes
+    assert _losses(first) == losses and set(_losses(first, "teacher_cache_hit")) == {0.0}
+    # precomputed once by scripts/precompute_teacher.py: the run reads every teacher output
+    pre = subprocess.run([sys.executable, ROOT / "scripts" / "precompute_teacher.py", "--epochs", "1", "--",
+                          pretrain_data[0], "--user-dir", ROOT / "fairseq_switch", "--task", "span_corruption",
+                          "--input-length", "64", *DIMS, *kd, "--teacher-cache-dir", tmp_path / "pre", "--max-tokens",
+                          "1024", "--seed", "1", "--num-workers", "0", "--cpu", "--optimizer", "adam", "--lr", "3e-3"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    assert "[precompute] train epoch 1:" in pre.stdout and " 0 already cached" in pre.stdout
+    pre_run = train(pretrain_data[0], tmp_path / "d", 12, kd + ["--teacher-cache-dir", tmp_path / "pre"])
+    assert set(_losses(pre_run, "teacher_cache_hit")) == {1.0} and _losses(pre_run) == losses
     # the student checkpoint holds the student only, and fairseq-generate needs neither teacher nor init file
     state = torch.load(tmp_path / "a" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     assert not any(".experts." in n for n in state["model"]) and state["criterion"] is None

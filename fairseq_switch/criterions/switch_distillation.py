@@ -138,6 +138,13 @@ class SwitchDistillationCriterion(SwitchCrossEntropyCriterion):
         extra["kd_loss"] = kd.data
         return mix(gt, kd.to(gt.dtype), self.distill_weight), nll, extra
 
+    def fill_cache(self, sample, like: torch.Tensor) -> int:
+        """Make sure the cache holds the teacher's outputs for this batch (scripts/precompute_teacher.py);
+        returns how many examples were already there. `like`: a float tensor on the teacher's device."""
+        if self._cache is None:
+            raise ValueError("fill_cache needs --teacher-cache-dir (and --teacher-topk)")
+        return self._cached_topk(sample, sample["target"].ne(self.padding_idx), like)[2]
+
     def _cached_topk(self, sample, mask, student):
         """Top-k teacher logits [B, T, k] for the batch: from the cache, the teacher run on the misses only."""
         net = sample["net_input"]
