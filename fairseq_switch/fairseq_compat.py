@@ -157,6 +157,8 @@ def apply() -> None:
     count_experts_in_grad_norm()
     cpu_ddp_without_device_ids()
     torchrun_without_gpus()
+    from . import cli_errors
     from .checkpoints import install
 
     install()
+    cli_errors.install()

@@ -296,6 +296,7 @@ def test_mismatched_teacher_vocabulary_fails_before_training(pretrain_data, teac
     assert res.returncode != 0
     assert "the teacher's vocabulary has 600 symbols but the student's dictionary has 595" in res.stderr
     assert "begin training" not in res.stdout + res.stderr
+    assert "fairseq-switch: error: --teacher-path" in res.stderr and "Traceback" not in res.stderr
 
 
 # -- scripts/distill_report.py ---------------------------------------------------------------------

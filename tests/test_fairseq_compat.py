@@ -58,3 +58,22 @@ def test_unlisted_types_are_still_refused(tmp_path):
     torch.save({"x": Custom()}, path)
     with pytest.raises(Exception, match="weights_only|Unsupported global"):
         torch.load(path, map_location="cpu")
+
+
+def test_plugin_input_errors_print_as_one_line_not_a_traceback():
+    import os
+    import subprocess
+    import sys
+
+    def run(code, **env):
+        return subprocess.run([sys.executable, "-c", "import fairseq_switch\n" + code], capture_output=True,
+                              text=True, env={**os.environ, **env}, timeout=120)
+
+    ours = "from fairseq_switch.modules.expert_parallel import check_expert_count\ncheck_expert_count(3, 2)"
+    res = run(ours)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "fairseq-switch: error: --moe-expert-count 3 does not divide across 2 ranks" in res.stderr
+    res = run(ours, FAIRSEQ_SWITCH_TRACEBACK="1")
+    assert res.returncode == 1 and "Traceback" in res.stderr and "check_expert_count" in res.stderr
+    res = run("int('x')")  # not raised by the plugin: Python's usual report
+    assert res.returncode == 1 and "Traceback" in res.stderr and "fairseq-switch: error" not in res.stderr
