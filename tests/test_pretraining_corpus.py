@@ -120,3 +120,12 @@ def test_committed_sample_total_size_and_readme():
                    "public domain", "MIT", "data/moby_dick/moby_dick.txt",
                    "scripts/fetch_pretraining_corpus.py"):
         assert needle in body, needle
+
+
+def test_folder_expansion_skips_the_fetch_scripts_meta_json(tmp_path):
+    from fairseq_switch.data.corpus import corpus_files
+
+    (tmp_path / "de.txt").write_text("Hallo Welt.\n")
+    (tmp_path / "meta.json").write_text('{"de": {"bytes": 12}}\n')
+    (tmp_path / "more.jsonl").write_text('{"text": "x"}\n')
+    assert corpus_files([tmp_path]) == [tmp_path / "de.txt", tmp_path / "more.jsonl"]

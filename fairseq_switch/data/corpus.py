@@ -30,7 +30,9 @@ def corpus_files(inputs: Sequence[os.PathLike]) -> List[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+            # meta.json: the provenance record the fetch scripts write next to the text, not a corpus
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.name.endswith(TEXT_SUFFIXES) and p.name != "meta.json")
             if not found:
                 raise CorpusError(f"{path}: folder holds no text files ({', '.join(TEXT_SUFFIXES)})")
             files.extend(found)
