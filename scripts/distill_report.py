@@ -33,6 +33,7 @@ LABELS = {
     "none": "dense baseline (no distillation)",
     "init": "+ teacher's non-expert weights as init",
     "mix": "+ init, 0.75 hard / 0.25 soft loss mix",
+    "kd": "0.75 hard / 0.25 soft loss mix, random init",
 }
 
 
