@@ -56,6 +56,7 @@ class SpanCorruptionConfig(FairseqDataclass):
 @register_task("span_corruption", dataclass=SpanCorruptionConfig)
 class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
     cfg: SpanCorruptionConfig
+    prepare_script = "scripts/prepare_pretraining_data.py"  # named in errors: what makes the data folder
 
     def __init__(self, cfg: SpanCorruptionConfig, dictionary: Dictionary):
         super().__init__(cfg)
@@ -76,7 +77,7 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         if not os.path.isfile(dict_path):
             raise FileNotFoundError(
                 f"span_corruption: no dictionary at {dict_path}. Prepare the data with "
-                f"`python scripts/prepare_pretraining_data.py --out {paths[0]} TEXT...`"
+                f"`python {cls.prepare_script} --out {paths[0]} TEXT...`"
             )
         dictionary = Dictionary.load(dict_path)
         task = cls(cfg, dictionary)
@@ -90,6 +91,10 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         paths = utils.split_paths(self.cfg.data)
         path = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        self.datasets[split] = self.span_corruption_dataset(path, split, combine)
+
+    def span_corruption_dataset(self, path: str, split: str, combine: bool = False) -> SpanCorruptionDataset:
+        """The corrupted examples of the binarized documents at `path` (.bin/.idx)."""
         docs = data_utils.load_indexed_dataset(path, self.dictionary, self.cfg.dataset_impl, combine=combine)
         if docs is None:
             raise FileNotFoundError(
@@ -110,7 +115,7 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         chunks = TokenBlockDataset(
             docs, sizes, self.raw_length, pad=self.dictionary.pad(), eos=eos, break_mode="none"
         )
-        self.datasets[split] = SpanCorruptionDataset(
+        dataset = SpanCorruptionDataset(
             chunks,
             chunks.sizes,
             self.dictionary,
@@ -120,7 +125,8 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
             seed=self.cfg.seed,
         )
         logger.info(f"span_corruption: {split}: {len(docs)} documents, {int(sizes.sum())} tokens, "
-                    f"{len(chunks)} examples")
+                    f"{len(chunks)} examples" + ("" if path.endswith(split) else f" ({path})"))
+        return dataset
 
     @property
     def source_dictionary(self):
