@@ -87,3 +87,17 @@ def test_distillation_configs_make_the_table6_rows(name, task):
     # the default is the paper's recipe; without a teacher fairseq stops with "no such checkpoint file"
     cfg = load(name)
     assert cfg.criterion.distill_weight == 0.25 and "SET_criterion.teacher_path" in cfg.criterion.teacher_path
+
+
+@pytest.mark.parametrize("base,group,arch", [("pretrain_tiny", "tiny", "switch_tiny"), ("pretrain_base", "base", "switch_base")])
+def test_multilingual_group_turns_a_pretraining_config_multilingual(base, group, arch):
+    from fairseq_switch.tasks.multilingual_span_corruption import MultilingualSpanCorruptionConfig
+
+    plain, cfg = load(base), load(base, [f"+multilingual={group}", "model.moe_expert_count=0"])
+    assert cfg.task._name == "multilingual_span_corruption" and cfg.task.language_alpha == 0.3
+    assert set(cfg.task) <= set(MultilingualSpanCorruptionConfig.__dataclass_fields__) | {"_name"}
+    # everything else is the pretraining recipe, untouched
+    assert cfg.model._name == arch and cfg.task.input_length == plain.task.input_length
+    for section in ("optimizer", "optimization", "lr_scheduler", "criterion", "dataset"):
+        assert cfg[section] == plain[section], section
+    assert cfg.common.log_format == "json" and cfg.model.moe_expert_count == 0
