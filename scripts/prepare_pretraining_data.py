@@ -77,8 +77,17 @@ def sha256_files(files) -> str:
     return h.hexdigest()
 
 
-def split_documents(docs: list[str], valid_words: int, test_words: int, seed: int) -> dict[str, list[str]]:
-    """Shuffle documents, then take whole documents for valid, then test, until each has its words."""
+def word_count(doc: str) -> int:
+    return len(doc.split())
+
+
+def split_documents(docs: list[str], valid_words: int, test_words: int, seed: int,
+                    size=word_count) -> dict[str, list[str]]:
+    """Shuffle documents, then take whole documents for valid, then test, until each has its words.
+
+    `size(doc)` measures a document (words; prepare_multilingual_data.py counts characters). The
+    train split is empty when the documents do not outlast the hold-out: the caller says what to do.
+    """
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     splits = {"valid": [], "test": [], "train": []}
@@ -92,17 +101,12 @@ def split_documents(docs: list[str], valid_words: int, test_words: int, seed: in
             current = "train"
         splits[current].append(docs[i])
         if current in counts:
-            counts[current] += len(docs[i].split())
-    if not splits["train"]:
-        raise SystemExit(
-            f"error: the corpus ({len(docs)} documents) is too small to hold out --valid-words "
-            f"{valid_words} and --test-words {test_words} and keep training documents; lower them."
-        )
+            counts[current] += size(docs[i])
     return splits
 
 
-def spm_pieces(docs: list[str], limit: int, seed: int) -> list[str]:
-    """Documents cut at word boundaries into pieces of <= SPM_CHUNK_CHARS characters, sampled to `limit`."""
+def text_pieces(docs) -> list[str]:
+    """Documents cut at word boundaries (or anywhere, without spaces) into pieces of <= SPM_CHUNK_CHARS."""
     pieces = []
     for doc in docs:
         start = 0
@@ -113,7 +117,12 @@ def spm_pieces(docs: list[str], limit: int, seed: int) -> list[str]:
                 end = space if space > start else end
             pieces.append(doc[start:end].strip())
             start = end
-    pieces = [p for p in pieces if p]
+    return [p for p in pieces if p]
+
+
+def spm_pieces(docs: list[str], limit: int, seed: int) -> list[str]:
+    """Documents cut at word boundaries into pieces of <= SPM_CHUNK_CHARS characters, sampled to `limit`."""
+    pieces = text_pieces(docs)
     if len(pieces) > limit:
         pieces = random.Random(seed).sample(pieces, limit)
     return pieces
@@ -158,6 +167,25 @@ def count_lines_words(path: Path) -> tuple[int, int]:
     return docs, words
 
 
+def encode_file(sp, text_file: Path, piece_file: Path, workers: int, counts=None, desc="encode") -> int:
+    """Encode one document per line to SentencePiece pieces (space-separated, one line per document);
+    add the pieces to `counts` when given; return the number of pieces."""
+    from tqdm import tqdm
+
+    docs = text_file.read_text(encoding="utf-8").splitlines()
+    n = 0
+    with open(piece_file, "w", encoding="utf-8") as f, \
+            tqdm(total=len(docs), desc=desc, unit="doc", mininterval=1.0) as bar:
+        for i in range(0, len(docs), 256):
+            for doc_pieces in sp.encode(docs[i:i + 256], out_type=str, num_threads=workers):
+                f.write(" ".join(doc_pieces) + "\n")
+                n += len(doc_pieces)
+                if counts is not None:
+                    counts.update(doc_pieces)
+            bar.update(len(docs[i:i + 256]))
+    return n
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
@@ -197,6 +225,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: no text found in {', '.join(map(str, files))} (every document is "
                              f"empty); check the files or --doc-format/--json-field")
         splits = split_documents(docs, args.valid_words, args.test_words, args.seed)
+        if not splits["train"]:
+            raise SystemExit(
+                f"error: the corpus ({len(docs)} documents) is too small to hold out --valid-words "
+                f"{args.valid_words} and --test-words {args.test_words} and keep training documents; lower them."
+            )
         for s in SPLITS:
             text_files[s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
         steps.finish("split", split_key, {"documents": len(docs)})
@@ -236,18 +269,8 @@ def main(argv=None) -> int:
         steps.invalidate_from("encode")
         tokens, counts = {}, collections.Counter()
         for s in SPLITS:
-            docs = text_files[s].read_text(encoding="utf-8").splitlines()
-            n = 0
-            with open(piece_files[s], "w", encoding="utf-8") as f, \
-                    tqdm(total=len(docs), desc=f"encode {s}", unit="doc", mininterval=1.0) as bar:
-                for i in range(0, len(docs), 256):
-                    for doc_pieces in sp.encode(docs[i:i + 256], out_type=str, num_threads=args.workers):
-                        f.write(" ".join(doc_pieces) + "\n")
-                        n += len(doc_pieces)
-                        if s == "train":
-                            counts.update(doc_pieces)
-                    bar.update(len(docs[i:i + 256]))
-            tokens[s] = n
+            tokens[s] = encode_file(sp, text_files[s], piece_files[s], args.workers,
+                                    counts if s == "train" else None, desc=f"encode {s}")
         write_fairseq_dict(sp, counts, raw / "dict.txt")
         steps.finish("encode", encode_key, {"tokens": tokens})
     for s in SPLITS:

@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Prepare a multilingual corpus for span-corruption pretraining: one shared vocabulary, per-language splits.
+
+The multilingual setting of the Switch Transformer paper (Sec. 4.3, trained as mT5): every language
+is binarized with ONE SentencePiece model whose training text mixes the languages with temperature
+sampling, so small languages keep their share of the vocabulary.
+
+Inputs (default: the bundled sample data/multilingual, 16 languages): folders or files. A folder
+holding <lang>.txt (or <lang>.txt.gz, <lang>.jsonl, ...) files gives one language per file; a folder
+holding one subfolder per language gives one language per subfolder (all its text files); a file is
+one language (named after the file). meta.json and README.md are not languages. --languages picks
+and orders a subset. Documents: as in scripts/prepare_pretraining_data.py (blank-line separated
+paragraphs, one per line, or jsonl; see fairseq_switch/data/corpus.py).
+
+Steps (each is skipped when its outputs exist and were made from the same inputs and options):
+  1. per language: read the documents, shuffle them with --seed and hold out whole documents for
+     valid and test (--valid-chars / --test-chars CHARACTERS each: Japanese or Chinese have no
+     spaces to count words by); write <out>/raw/<lang>/{train,valid,test}.txt;
+  2. train one SentencePiece unigram model (<out>/spm.model, 100 sentinels <extra_id_N> at ids
+     4..103, ids equal to the fairseq dictionary's) on a temperature-sampled mixture: language l
+     gets the share p_l ~ n_l^alpha (n_l: its training characters, alpha = --alpha, 0.3 as mT5) of
+     --spm-sentences text pieces (of <= 2000 characters), repeating a small language's pieces when
+     its share exceeds its text;
+  3. encode every split of every language with it (<out>/raw/<lang>/{split}.pieces) and write the
+     shared dictionary (counts from all languages' training text);
+  4. binarize with fairseq-preprocess --only-source --srcdict into <out>/<lang>/{train,valid,test}.{bin,idx}
+     (+ <out>/<lang>/dict.txt, a copy of the shared <out>/dict.txt).
+<out>/prepare.json records the options, per language the documents, characters and tokens of each
+split, the SentencePiece sampling shares and the <unk> rates.
+
+Usage:
+    python scripts/prepare_multilingual_data.py --out data-bin/multilingual_sample
+    python scripts/prepare_multilingual_data.py --out data-bin/ml3 --languages de,ja,ru --alpha 0.5
+Each <out>/<lang> is then a span_corruption data folder (shared dict.txt; spm.model in <out>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _plugin_module import load_plugin_module  # noqa: E402
+from prepare_pretraining_data import (  # noqa: E402
+    SPLITS,
+    Steps,
+    encode_file,
+    sha256_files,
+    split_documents,
+    text_pieces,
+)
+
+# Loaded by path: these modules need neither torch nor fairseq (the package import takes seconds).
+corpus = load_plugin_module("data/corpus")
+vocab = load_plugin_module("data/vocab")
+sentinels = load_plugin_module("data/sentinels")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INPUTS = [REPO_ROOT / "data" / "multilingual"]
+NOT_LANGUAGES = {"meta.json", "README.md"}
+# longest first, so that "de.txt.gz" is language "de", not "de.txt"
+LANGUAGE_SUFFIXES = sorted(corpus.TEXT_SUFFIXES, key=len, reverse=True)
+FORMAT_VERSION = 1
+MAX_DEFAULT_SPM_PIECES = 2_000_000  # as prepare_pretraining_data.py's --spm-sentences
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("inputs", nargs="*", type=Path,
+                    help="folders of <lang>.txt files or of <lang>/ subfolders, or files (default: data/multilingual)")
+    ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. data-bin/multilingual_sample")
+    ap.add_argument("--languages", default="",
+                    help="comma-separated languages to prepare, in this order (default: all found, sorted)")
+    ap.add_argument("--alpha", type=float, default=0.3,
+                    help="SentencePiece sampling temperature: share ~ characters^alpha (0.3 as mT5; "
+                         "1 = proportional, 0 = uniform)")
+    ap.add_argument("--vocab-size", type=int, default=8000,
+                    help="SentencePiece vocabulary incl. 4 specials and 100 sentinels (mT5: 250000)")
+    ap.add_argument("--spm-sentences", type=int, default=None,
+                    help="text pieces (<= 2000 characters) in the SentencePiece mixture (default: as many as "
+                         f"the languages' training text has, at most {MAX_DEFAULT_SPM_PIECES:,d})")
+    ap.add_argument("--valid-chars", type=int, default=10_000,
+                    help="characters held out for validation, per language (whole documents)")
+    ap.add_argument("--test-chars", type=int, default=10_000,
+                    help="characters held out for test, per language (whole documents)")
+    ap.add_argument("--doc-format", default="auto", choices=list(corpus.DOC_FORMATS),
+                    help="how documents are delimited (auto: by file name and blank lines)")
+    ap.add_argument("--json-field", default="text", help="jsonl field holding the document")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the document shuffle and the SentencePiece sample")
+    ap.add_argument("--workers", type=int, default=2, help="threads/workers for SentencePiece and binarizing")
+    ap.add_argument("--force", action="store_true", help="redo every step")
+    args = ap.parse_args(argv)
+    if args.vocab_size < 200:
+        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); use >= 200")
+    if args.valid_chars < 1 or args.test_chars < 1:
+        ap.error("--valid-chars and --test-chars must be >= 1")
+    if args.alpha < 0:
+        ap.error(f"--alpha {args.alpha} must be >= 0 (0: uniform over languages, 1: proportional to their text)")
+    if args.spm_sentences is not None and args.spm_sentences < 1:
+        ap.error("--spm-sentences must be >= 1")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# languages
+
+def language_name(path: Path) -> str:
+    for suffix in LANGUAGE_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[:-len(suffix)]
+    return path.stem
+
+
+def find_languages(inputs) -> dict[str, list[Path]]:
+    """{language: its files} from folders of <lang>.<suffix> files / <lang>/ subfolders, or files."""
+    languages: dict[str, list[Path]] = {}
+    for item in inputs:
+        path = Path(item)
+        found: dict[str, list[Path]] = {}
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if entry.name.startswith(".") or entry.name in NOT_LANGUAGES:
+                    continue
+                if entry.is_dir():
+                    try:
+                        found[entry.name] = corpus.corpus_files([entry])
+                    except corpus.CorpusError as e:
+                        raise corpus.CorpusError(f"language {entry.name!r}: {e}") from None
+                elif entry.is_file() and entry.name.endswith(corpus.TEXT_SUFFIXES):
+                    found.setdefault(language_name(entry), []).append(entry)
+            if not found:
+                raise corpus.CorpusError(
+                    f"{path}: no languages found: expected <lang>.txt files (or {', '.join(corpus.TEXT_SUFFIXES[1:])}) "
+                    f"or one subfolder per language")
+        elif path.is_file():
+            found[language_name(path)] = [path]
+        else:
+            raise corpus.CorpusError(f"{path}: no such file or folder")
+        for lang, files in found.items():
+            languages.setdefault(lang, []).extend(files)
+    return dict(sorted(languages.items()))
+
+
+def select_languages(available: dict[str, list[Path]], wanted: str) -> list[str]:
+    if not wanted.strip():
+        return list(available)
+    chosen = list(dict.fromkeys(w.strip() for w in wanted.split(",") if w.strip()))
+    unknown = [w for w in chosen if w not in available]
+    if unknown:
+        raise SystemExit(f"error: unknown language{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))} in --languages; the inputs hold: "
+                         f"{', '.join(available)}")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# temperature sampling of the SentencePiece text
+
+def sampling_shares(counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """p_l = n_l^alpha / sum_k n_k^alpha (mT5's language sampling; alpha=1: proportional, 0: uniform)."""
+    if not counts:
+        raise ValueError("no languages to sample from")
+    if any(n <= 0 for n in counts.values()):
+        raise ValueError(f"every language needs text to sample from: {counts}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, not {alpha}")
+    weights = {lang: float(n) ** alpha for lang, n in counts.items()}
+    total = sum(weights.values())
+    return {lang: w / total for lang, w in weights.items()}
+
+
+def piece_quotas(shares: dict[str, float], total: int) -> dict[str, int]:
+    """Whole numbers of pieces, close to share * total (largest remainders), at least 1 per language."""
+    exact = {lang: p * total for lang, p in shares.items()}
+    quotas = {lang: int(x) for lang, x in exact.items()}
+    left = total - sum(quotas.values())
+    for lang in sorted(exact, key=lambda l: quotas[l] - exact[l])[:max(left, 0)]:
+        quotas[lang] += 1
+    return {lang: max(q, 1) for lang, q in quotas.items()}
+
+
+def sample_pieces(pieces: list[str], k: int, rng: random.Random) -> list[str]:
+    """k pieces: every piece k // len times (a small language repeats its text), then a random rest."""
+    copies, rest = divmod(k, len(pieces))
+    return pieces * copies + rng.sample(pieces, rest)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def read_language(lang: str, files: list[Path], args) -> tuple[list[str] | None, str | None]:
+    """(documents, None) or (None, an error message naming the language and the fix)."""
+    docs = []
+    try:
+        for f in files:
+            docs.extend(corpus.read_documents(f, args.doc_format, args.json_field))
+    except corpus.CorpusError as e:
+        return None, f"language {lang!r}: {e}"
+    where = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+    if not docs:
+        return None, (f"language {lang!r} has no text: every document in {where} is empty; fix the "
+                      f"file(s) (or --doc-format/--json-field) or leave {lang!r} out with --languages")
+    return docs, None
+
+
+def split_language(lang: str, docs: list[str], args) -> tuple[dict | None, str | None]:
+    splits = split_documents(docs, args.valid_chars, args.test_chars, args.seed, size=len)
+    if splits["train"]:
+        return splits, None
+    chars = sum(map(len, docs))
+    if len(docs) < 3:
+        need = "at least 3 documents are needed (whole documents are held out for valid and test)"
+    else:
+        need = "lower --valid-chars/--test-chars"
+    return None, (f"language {lang!r} is too small: its {len(docs)} document(s) ({chars:,d} characters) "
+                  f"leave no training documents after holding out --valid-chars {args.valid_chars} and "
+                  f"--test-chars {args.test_chars}; {need}, add text, or leave {lang!r} out with --languages")
+
+
+def unk_by_file(preprocess_log: str) -> dict[str, float]:
+    """{input file: % of tokens replaced by <unk>} from fairseq-preprocess's log."""
+    rates = {}
+    for line in vocab.unk_rates(preprocess_log):  # "FILE: 0.01% <unk>"
+        name, rate = line.rsplit(": ", 1)
+        rates[name] = float(rate.split("%")[0])
+    return rates
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    SPECIALS, NUM_SENTINELS = vocab.SPECIALS, sentinels.NUM_SENTINELS
+
+    try:
+        available = find_languages(args.inputs or DEFAULT_INPUTS)
+    except corpus.CorpusError as e:
+        raise SystemExit(f"error: {e}")
+    languages = select_languages(available, args.languages)
+    files = {lang: available[lang] for lang in languages}
+    print(f"[prepare] {len(languages)} language(s): "
+          + ", ".join(f"{lang} ({len(fs)} file{'s' if len(fs) > 1 else ''})" for lang, fs in files.items()))
+
+    out: Path = args.out
+    raw = out / "raw"
+    out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out, args.force)
+    for entry in ("options", "languages"):  # this run's summary, written at the end
+        steps.state.pop(entry, None)
+
+    # 1. documents and splits, per language (every language is checked before anything is written)
+    split_key = {"version": FORMAT_VERSION, "languages": languages,
+                 "inputs": {lang: sha256_files(files[lang]) for lang in languages},
+                 "doc_format": args.doc_format, "json_field": args.json_field,
+                 "valid_chars": args.valid_chars, "test_chars": args.test_chars, "seed": args.seed}
+    text_files = {lang: {s: raw / lang / f"{s}.txt" for s in SPLITS} for lang in languages}
+    if steps.done("split", split_key, [f for lang in languages for f in text_files[lang].values()]):
+        print("[prepare] 1/4 documents: up to date")
+    else:
+        steps.invalidate_from("split")
+        print(f"[prepare] 1/4 documents: holding out {args.valid_chars:,d} + {args.test_chars:,d} characters "
+              f"per language (seed {args.seed}) ...", flush=True)
+        all_splits, errors = {}, []
+        for lang in languages:
+            docs, error = read_language(lang, files[lang], args)
+            if docs is not None:
+                all_splits[lang], error = split_language(lang, docs, args)
+            if error:
+                errors.append(error)
+        if errors:
+            raise SystemExit("\n".join(f"error: {e}" for e in errors))
+        stats = {}
+        for lang, splits in all_splits.items():
+            (raw / lang).mkdir(parents=True, exist_ok=True)
+            stats[lang] = {}
+            for s in SPLITS:
+                text_files[lang][s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
+                stats[lang][s] = {"documents": len(splits[s]), "characters": sum(map(len, splits[s]))}
+        steps.finish("split", split_key, stats)
+    split_stats = steps.state["split"]["stats"]
+    print(f"[prepare]   {'':8s} {'documents (train/valid/test)':>30s} {'characters (train/valid/test)':>36s}")
+    for lang in languages:
+        st = split_stats[lang]
+        print(f"[prepare]   {lang:8s} {'/'.join(str(st[s]['documents']) for s in SPLITS):>30s} "
+              f"{'/'.join(format(st[s]['characters'], ',d') for s in SPLITS):>36s}")
+
+    # 2. one SentencePiece model on a temperature-sampled mixture of the languages
+    spm_key = {"split": split_key, "vocab_size": args.vocab_size, "alpha": args.alpha,
+               "spm_sentences": args.spm_sentences, "sentinels": NUM_SENTINELS}
+    if steps.done("spm", spm_key, [out / "spm.model", out / "spm.vocab"]):
+        print("[prepare] 2/4 SentencePiece: up to date")
+    else:
+        steps.invalidate_from("spm")
+        t = time.time()
+        # pieces of the language's running text (documents joined), so that they have about the same
+        # length in every language and shares of pieces are shares of characters
+        available_pieces = {lang: text_pieces([" ".join(text_files[lang]["train"].read_text(encoding="utf-8")
+                                                        .splitlines())])
+                            for lang in languages}
+        chars = {lang: split_stats[lang]["train"]["characters"] for lang in languages}
+        shares = sampling_shares(chars, args.alpha)
+        total = args.spm_sentences or min(sum(map(len, available_pieces.values())), MAX_DEFAULT_SPM_PIECES)
+        quotas = piece_quotas(shares, total)
+        rng = random.Random(args.seed)
+        mixture, sample_stats = [], {}
+        for lang in languages:
+            sample = sample_pieces(available_pieces[lang], quotas[lang], rng)
+            mixture.extend(sample)
+            sample_stats[lang] = {"share": round(shares[lang], 6),
+                                  "text_share": round(chars[lang] / sum(chars.values()), 6),
+                                  "pieces": quotas[lang], "available_pieces": len(available_pieces[lang]),
+                                  "characters": sum(map(len, sample))}
+        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}, on {len(mixture):,d} text pieces "
+              f"({sum(map(len, mixture)):,d} characters) sampled with alpha {args.alpha} ...", flush=True)
+        try:
+            vocab.train_spm(mixture, out / "spm", args.vocab_size, args.seed,
+                            user_defined_symbols=sentinels.sentinel_symbols(), num_threads=args.workers)
+        except RuntimeError as e:  # e.g. more distinct characters than --vocab-size, or too little text
+            raise SystemExit(f"error: SentencePiece training failed: {str(e).strip()}\n"
+                             f"error: --vocab-size {args.vocab_size} must hold the {len(SPECIALS) + NUM_SENTINELS} "
+                             f"specials and sentinels plus every character of the sample (about "
+                             f"{len(set(''.join(mixture)) - {' '})} here), and the sample needs enough text for "
+                             f"that many pieces (raise --spm-sentences or add text)")
+        steps.finish("spm", spm_key, {"sampling": sample_stats, "pieces": len(mixture),
+                                      "seconds": round(time.time() - t, 1)})
+        print(f"[prepare]   done in {time.time() - t:.1f}s")
+    sample_stats = steps.state["spm"]["stats"]["sampling"]
+    print(f"[prepare]   {'':8s} {'share':>7s} {'of text':>8s} {'pieces':>8s} {'x its text':>11s}")
+    for lang in languages:
+        st = sample_stats[lang]
+        print(f"[prepare]   {lang:8s} {st['share']:7.1%} {st['text_share']:8.1%} {st['pieces']:8,d} "
+              f"{st['pieces'] / st['available_pieces']:10.2f}x")
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    assert [sp.id_to_piece(i) for i in range(len(SPECIALS))] == list(SPECIALS)
+
+    # 3. encode every language with the shared model; one dictionary from all training text
+    encode_key = {"spm": spm_key}
+    piece_files = {lang: {s: raw / lang / f"{s}.pieces" for s in SPLITS} for lang in languages}
+    if steps.done("encode", encode_key,
+                  [f for lang in languages for f in piece_files[lang].values()] + [raw / "dict.txt"]):
+        print("[prepare] 3/4 encoding: up to date")
+    else:
+        steps.invalidate_from("encode")
+        print(f"[prepare] 3/4 encoding {len(languages)} language(s) ...", flush=True)
+        tokens, counts = {}, collections.Counter()
+        for lang in languages:
+            tokens[lang] = {s: encode_file(sp, text_files[lang][s], piece_files[lang][s], args.workers,
+                                           counts if s == "train" else None, desc=f"encode {lang} {s}")
+                            for s in SPLITS}
+        vocab.write_fairseq_dict(sp, counts, raw / "dict.txt")
+        steps.finish("encode", encode_key, {"tokens": tokens})
+    tokens = steps.state["encode"]["stats"]["tokens"]
+
+    # 4. binarize: one fairseq-preprocess run for all languages (each start costs seconds of imports):
+    # every split of every language is one of its --validpref files, renamed to <out>/<lang>/<split> after
+    bin_key = {"encode": encode_key}
+    bin_files = [out / "dict.txt"] + [out / lang / name for lang in languages
+                                      for name in ["dict.txt"] + [f"{s}.{e}" for s in SPLITS for e in ("bin", "idx")]]
+    if steps.done("binarize", bin_key, bin_files):
+        print("[prepare] 4/4 binarize: up to date")
+    else:
+        steps.invalidate_from("binarize")
+        t = time.time()
+        print(f"[prepare] 4/4 binarizing {len(languages)} language(s) ...", flush=True)
+        tmp = raw / "binarize"
+        shutil.rmtree(tmp, ignore_errors=True)
+        order = [(lang, s) for lang in languages for s in SPLITS]
+        log = vocab.run_fairseq_preprocess([
+            "--only-source", "--srcdict", str(raw / "dict.txt"),
+            "--validpref", ",".join(str(piece_files[lang][s]) for lang, s in order),
+            "--destdir", str(tmp), "--workers", str(args.workers),
+        ])
+        for k, (lang, s) in enumerate(order):
+            (out / lang).mkdir(exist_ok=True)
+            for ext in ("bin", "idx"):
+                produced = tmp / f"valid{k or ''}.{ext}"
+                if not produced.is_file():
+                    raise SystemExit(f"error: fairseq-preprocess did not write {produced}")
+                os.replace(produced, out / lang / f"{s}.{ext}")
+        for lang in languages:
+            shutil.copyfile(raw / "dict.txt", out / lang / "dict.txt")
+        shutil.copyfile(raw / "dict.txt", out / "dict.txt")
+        shutil.move(str(tmp / "preprocess.log"), raw / "preprocess.log")
+        shutil.rmtree(tmp)
+        rates = unk_by_file(log)
+        unk = {lang: {s: rates.get(str(piece_files[lang][s])) for s in SPLITS} for lang in languages}
+        steps.finish("binarize", bin_key, {"unk_percent": unk})
+        print(f"[prepare]   done in {time.time() - t:.1f}s")
+    unk = steps.state["binarize"]["stats"]["unk_percent"]
+
+    # summary (also kept in prepare.json, next to the steps)
+    print(f"[prepare]   {'':8s} {'tokens (train/valid/test)':>30s} {'chars/token':>12s} "
+          f"{'% <unk> (train/valid/test)':>27s}")
+    summary = {}
+    for lang in languages:
+        summary[lang] = {s: {**split_stats[lang][s], "tokens": tokens[lang][s], "unk_percent": unk[lang][s]}
+                         for s in SPLITS}
+        summary[lang]["spm_sampling"] = sample_stats[lang]
+        rates = "/".join("?" if unk[lang][s] is None else f"{unk[lang][s]:.2f}" for s in SPLITS)
+        print(f"[prepare]   {lang:8s} {'/'.join(format(tokens[lang][s], ',d') for s in SPLITS):>30s} "
+              f"{split_stats[lang]['train']['characters'] / max(tokens[lang]['train'], 1):12.2f} {rates:>27s}")
+    steps.state["options"] = {"inputs": [str(p) for p in (args.inputs or DEFAULT_INPUTS)], "languages": languages,
+                              "alpha": args.alpha, "vocab_size": args.vocab_size,
+                              "spm_sentences": args.spm_sentences, "valid_chars": args.valid_chars,
+                              "test_chars": args.test_chars, "doc_format": args.doc_format,
+                              "json_field": args.json_field, "seed": args.seed}
+    steps.state["languages"] = summary
+    write_if_changed(steps.path, json.dumps(steps.state, indent=2) + "\n")
+
+    stale = sorted(p.name for p in out.iterdir()
+                   if p.is_dir() and p.name not in languages and (p / "train.bin").is_file())
+    if stale:
+        print(f"[prepare] note: {', '.join(stale)} in {out} are from an earlier run with other languages "
+              f"(not in prepare.json); remove them if unwanted")
+    total_tokens = sum(sum(t.values()) for t in tokens.values())
+    print(f"[prepare] {out}: {len(languages)} languages, shared dictionary {sp.get_piece_size()} symbols "
+          f"({NUM_SENTINELS} sentinels); {total_tokens:,d} tokens; {time.time() - t0:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
