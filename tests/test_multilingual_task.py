@@ -137,3 +137,46 @@ def test_languages_without_data_fail_clearly(two_languages, tmp_path):
     _write_split(root / "y", "valid", [], d)
     with pytest.raises(ValueError, match=r"language 'y': its valid split is empty .*drop it from --languages"):
         task.load_dataset("valid")
+
+
+def test_two_language_run_through_the_cli(tmp_path):
+    """Bundled German and Japanese -> prepare_multilingual_data.py -> fairseq-train: each validation
+    logs both languages' negative log perplexity next to the overall one."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fairseq_switch.logs import json_records
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "text"
+    src.mkdir()
+    for lang in ("de", "ja"):  # the leading documents: ~12k characters each
+        docs = (root / "data" / "multilingual" / f"{lang}.txt").read_text(encoding="utf-8").split("\n\n")
+        keep, size = [], 0
+        while size < 12_000:
+            keep.append(docs[len(keep)])
+            size += len(keep[-1])
+        (src / f"{lang}.txt").write_text("\n\n".join(keep) + "\n", encoding="utf-8")
+    data = tmp_path / "bin"
+    prep = subprocess.run([sys.executable, root / "scripts" / "prepare_multilingual_data.py", "--out", data,
+                           "--vocab-size", "900", "--valid-chars", "2000", "--test-chars", "2000", "--workers", "1",
+                           src], capture_output=True, text=True, cwd=root, timeout=300)
+    assert prep.returncode == 0, prep.stdout[-2000:] + prep.stderr[-2000:]
+    res = subprocess.run(
+        [Path(sys.executable).parent / "fairseq-train", data, "--user-dir", root / "fairseq_switch",
+         "--task", "multilingual_span_corruption", "--input-length", "32", "--arch", "switch_tiny",
+         "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+         "--decoder-ffn-embed-dim", "64", "--moe-expert-count", "4", "--criterion", "switch_cross_entropy",
+         "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "1024", "--max-update", "6",
+         "--validate-interval-updates", "3", "--save-dir", tmp_path / "ck", "--no-save", "--log-format", "json",
+         "--no-progress-bar", "--num-workers", "0", "--cpu"], capture_output=True, text=True, cwd=root, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (res.stdout + res.stderr).splitlines()
+    assert any("sampled with alpha 0.3: de 0." in line and "ja 0." in line for line in log)
+    valid = json_records(log, "valid")
+    assert [v["num_updates"] for v in valid] == [3, 6]
+    for v in valid:
+        de, ja, both = v["de_neg_log_perplexity"], v["ja_neg_log_perplexity"], v["neg_log_perplexity"]
+        assert min(de, ja) - 1e-3 <= both <= max(de, ja) + 1e-3, json.dumps(v)
