@@ -64,6 +64,8 @@ def test_finetune_configs(name, metric):
     assert cfg.model.dropout == 0.1 and cfg.task.expert_dropout == 0.4  # paper fine-tuning
     assert cfg.checkpoint.best_checkpoint_metric == metric and cfg.checkpoint.maximize_best_checkpoint_metric
     assert cfg.dataset.validate_interval_updates == 200
+    # every validation can become checkpoint_best (fairseq updates the best score only when it saves)
+    assert cfg.checkpoint.save_interval_updates == cfg.dataset.validate_interval_updates
     assert set(cfg.task) <= set(TextToTextConfig.__dataclass_fields__) | {"_name"}  # no stray task keys
     if name.endswith("mixture"):
         assert cfg.task.mixture == "bbc-topic,spam" and cfg.task.eval_metric == "acc"
