@@ -21,6 +21,7 @@ for run in dense switch; do
       --optimizer adam --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 50 --max-tokens 4096 \
       --max-update "$UPDATES" --eval-metric rouge --validate-interval-updates 200 \
       --best-checkpoint-metric rouge2 --maximize-best-checkpoint-metric --no-epoch-checkpoints \
+      --save-interval-updates 200 --keep-interval-updates 1 \
       --save-dir "$OUT/$run" --log-format json --log-interval 100 --seed 1 --cpu > "$OUT/$run.train.log" 2>&1
   "$BIN/fairseq-generate" "$DATA" --user-dir fairseq_switch --task text_to_text --path "$OUT/$run/checkpoint_best.pt" \
       --gen-subset test --beam 4 --max-len-b 32 --batch-size 64 --cpu > "$OUT/$run.gen.out" 2> "$OUT/$run.gen.log"
