@@ -85,6 +85,13 @@ def test_training_mixture_follows_alpha(two_languages):
     assert ds.counts() == {"x": round(p[0] * sum(n)), "y": round(p[1] * sum(n))}
     batch = ds.collater([ds[i] for i in range(len(ds) - 3, len(ds))])
     assert batch["lang"].tolist() == [1, 1, 1] and "net_input" in batch  # the last examples are y's
+    # y is upsampled: its second copy of an example is corrupted anew; a first copy is the example itself
+    ys = np.flatnonzero(ds.lang == 1)
+    first, second = ys[0], ys[n[1]:][list(ds.index[ys[n[1]:]]).index(ds.index[ys[0]])]
+    assert ds.index[first] == ds.index[second] and (ds.draw[first], ds.draw[second]) == (0, 1)
+    y = ds.datasets[1]
+    assert torch.equal(ds[first]["source"], y[ds.index[first]]["source"])
+    assert not torch.equal(ds[first]["source"], ds[second]["source"])
 
 
 def _valid_metrics(task, model, criterion, split="valid"):

@@ -42,6 +42,11 @@ def epoch_plan(sizes: Sequence[int], probs: np.ndarray, seed: int, epoch: int) -
     return plan
 
 
+def draws(indices: np.ndarray, size: int) -> np.ndarray:
+    """Which copy of its example each entry of a language's plan is: 0 in the first round, 1 in the second..."""
+    return (np.arange(len(indices)) // max(size, 1)).astype(np.int64)
+
+
 class MultilingualDataset(FairseqDataset):
     """Languages' datasets (same collater) under one index; `sample=True` draws the training mixture."""
 
@@ -63,6 +68,8 @@ class MultilingualDataset(FairseqDataset):
             per_lang = [np.arange(n, dtype=np.int64) for n in self.lang_sizes]
         self.lang = np.concatenate([np.full(len(ix), i, dtype=np.int64) for i, ix in enumerate(per_lang)])
         self.index = np.concatenate(per_lang)
+        # an upsampled language repeats examples: each copy gets its own span noise
+        self.draw = np.concatenate([draws(ix, n) for ix, n in zip(per_lang, self.lang_sizes)])
         self._sizes = np.concatenate([np.asarray(d.sizes)[ix] for d, ix in zip(self.datasets, per_lang)])
         self._num_tokens = np.concatenate([d.num_tokens_vec(ix) for d, ix in zip(self.datasets, per_lang)])
 
@@ -84,7 +91,8 @@ class MultilingualDataset(FairseqDataset):
                 logger.info(f"multilingual epoch {epoch}: examples per language {self.counts()}")
 
     def __getitem__(self, i):
-        item = self.datasets[self.lang[i]][self.index[i]]
+        ds, j, k = self.datasets[self.lang[i]], int(self.index[i]), int(self.draw[i])
+        item = ds.example(j, k) if k and hasattr(ds, "example") else ds[j]
         item["id"] = i  # this dataset's index, so the batch can say each row's language
         return item
 

@@ -187,13 +187,18 @@ class SpanCorruptionDataset(FairseqDataset):
         super().set_epoch(epoch)
         self.epoch = epoch
 
-    def noise_mask(self, index: int, length: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def noise_mask(self, index: int, length: int, draw: int = 0) -> np.ndarray:
+        key = [self.seed, self.epoch, index] + ([draw] if draw else [])
+        rng = np.random.default_rng(key)
         return random_spans_noise_mask(length, self.noise_density, self.mean_noise_span_length, rng)
 
     def __getitem__(self, index):
+        return self.example(index)
+
+    def example(self, index: int, draw: int = 0):
+        """Example `index`; `draw` > 0 corrupts it anew (its k-th copy in an epoch that repeats examples)."""
         tokens = self.chunks[index]
-        mask = self.noise_mask(index, len(tokens))
+        mask = self.noise_mask(index, len(tokens), draw)
         source, target = corrupt_spans(
             tokens.tolist(), mask, self.sentinels, self.dictionary.eos(), self.final_sentinel
         )
