@@ -156,6 +156,35 @@ def run_steps(trainer, batches_for_me: List[Optional[Dict]]):
     return history
 
 
+def fairseq_train_cmd(argv: Sequence, world: int) -> List[str]:
+    """fairseq-train with `argv`; under torchrun with gloo when world > 1."""
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    cmd = [str(bin_dir / "fairseq-train")] + [str(a) for a in argv]
+    if world > 1:
+        cmd = [str(bin_dir / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(free_port())] + cmd
+        cmd += ["--distributed-world-size", str(world), "--distributed-backend", "gloo"]
+    return cmd
+
+
+def run_process_group(cmd: Sequence[str], cwd, timeout: int = 300):
+    """Run `cmd` (one thread per process) in its own process group: on a hang, torchrun and every rank
+    it started are killed together. Returns (returncode, stdout, stderr)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

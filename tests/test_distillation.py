@@ -348,9 +348,6 @@ def test_two_rank_switch_student_with_local_teacher_and_cache(tmp_path):
     teacher holds all of its own in each rank and exchanges nothing, so ranks that read the cache and
     ranks that run the teacher cannot hang each other. A rerun reads every teacher output from the
     cache and gives the same losses."""
-    import os
-    import signal
-
     from . import ep_harness as H
 
     data = tmp_path / "data"
@@ -361,20 +358,9 @@ def test_two_rank_switch_student_with_local_teacher_and_cache(tmp_path):
             "--num-workers", "0", "--no-epoch-checkpoints", "--cpu"]
 
     def run(save, world, extra):
-        cmd = [str(BIN / "fairseq-train"), str(data), "--user-dir", str(ROOT / "fairseq_switch"), *base,
-               "--save-dir", str(save), *map(str, extra)]
-        if world > 1:
-            cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(H.free_port())] + cmd
-            cmd += ["--distributed-world-size", str(world), "--distributed-backend", "gloo"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
-        assert proc.returncode == 0, out[-3000:] + err[-3000:]
+        argv = [data, "--user-dir", ROOT / "fairseq_switch", *base, "--save-dir", save, *extra]
+        rc, out, err = H.run_process_group(H.fairseq_train_cmd(argv, world), cwd=ROOT)
+        assert rc == 0, out[-3000:] + err[-3000:]
         return out + err
 
     run(tmp_path / "teacher", 1, ["--criterion", "switch_cross_entropy", "--max-update", "4"])

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,6 @@ from .helpers import load_script
 from .test_expert_parallel_training import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 STEPS, SPLIT = 4, 2  # train 2 steps, save, resume for 2 more
 
 
@@ -259,28 +257,16 @@ def test_optimizer_state_follows_parameter_names():
 
 # -- fairseq-train itself: stop, resume, same losses -----------------------------------------
 def _train(data, save_dir, world, max_update, extra=()):
-    cmd = [str(BIN / "fairseq-train"), str(data), "--user-dir", str(ROOT / "fairseq_switch"),
-           "--task", "span_corruption", "--arch", "switch_tiny", "--encoder-embed-dim", "32", "--decoder-embed-dim",
-           "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--moe-expert-count", "4",
-           "--input-length", "32", "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "3e-3",
-           "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "3", "--max-tokens", "512", "--seed", "7",
-           "--max-update", str(max_update), "--save-dir", str(save_dir), "--save-interval-updates", "3",
-           "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
-           "--num-workers", "0", "--cpu", *extra]
-    if world > 1:
-        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(H.free_port())] + cmd + [
-            "--distributed-world-size", str(world), "--distributed-backend", "gloo"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # own process group: on a hang, torchrun and every rank it started are killed together
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    argv = [data, "--user-dir", ROOT / "fairseq_switch",
+            "--task", "span_corruption", "--arch", "switch_tiny", "--encoder-embed-dim", "32", "--decoder-embed-dim",
+            "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--moe-expert-count", "4",
+            "--input-length", "32", "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "3e-3",
+            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "3", "--max-tokens", "512", "--seed", "7",
+            "--max-update", str(max_update), "--save-dir", str(save_dir), "--save-interval-updates", "3",
+            "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
+            "--num-workers", "0", "--cpu", *extra]
+    rc, stdout, stderr = H.run_process_group(H.fairseq_train_cmd(argv, world), cwd=ROOT)
+    assert rc == 0, stdout[-3000:] + stderr[-3000:]
     losses = {}
     for line in (stdout + stderr).splitlines():
         if "| train_inner |" in line:
