@@ -714,6 +714,11 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def write_meta(path: Path, meta: dict) -> bool:
+    """meta.json: indented, UTF-8 (not ASCII-escaped), rewritten only when it changed."""
+    return write_if_changed(path, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def run_source(name: str, args) -> dict:
     loaders = {"debian": load_debian, "spam": load_spam,
                "bbc-topic": lambda a: load_bbc(a, headline=False),
@@ -745,8 +750,7 @@ def run_source(name: str, args) -> dict:
         meta.setdefault("bytes", {})[split] = len(data)
         print(f"[{name}] {split}: {len(splits[split])} pairs, {len(data):,} bytes -> "
               f"{out / f'{split}.jsonl'}{'' if changed else ' (unchanged)'}", flush=True)
-    write_if_changed(out / "meta.json",
-                     (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_meta(out / "meta.json", meta)
     return meta
 
 

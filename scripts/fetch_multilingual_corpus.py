@@ -77,7 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # normalization (NFC, control characters, whitespace), the private-lists `apt-get update`
 # and the write-only-when-changed helper.
 from fetch_downstream_corpus import (  # noqa: E402
-    SourceError, apt_update_translations, normalize_text, write_if_changed)
+    SourceError, apt_update_translations, normalize_text, write_if_changed, write_meta)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_DIR = REPO_ROOT / "data-raw" / "multilingual"
@@ -463,8 +463,7 @@ def run(args) -> dict:
         print(f"[{lang}] {len(record['pages'])} pages -> {n_full} documents, {len(full):,} bytes; "
               f"wrote {n_docs} documents, {paragraphs} paragraphs, {len(data):,} bytes -> {path}"
               f"{'' if changed else ' (unchanged)'}", flush=True)
-    write_if_changed(out / "meta.json",
-                     (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_meta(out / "meta.json", meta)
     return meta
 
 
