@@ -265,7 +265,8 @@ def _positions(n_checkpoints: int, steps: Optional[Sequence[float]]) -> np.ndarr
     return 2.0 * (s - s.min()) / (s.max() - s.min()) - 1.0
 
 
-def polyfit_coefficients(T, degree: int = 2, steps: Optional[Sequence[float]] = None) -> np.ndarray:
+def polyfit_coefficients(T, degree: int = 2, steps: Optional[Sequence[float]] = None,
+                         segments: Optional[Sequence[int]] = None) -> np.ndarray:
     """[n, degree+1] least-squares polynomial coefficients (constant term first) of each trajectory
     over checkpoint positions normalised to [-1, 1]: seeds/003 §3.4's O(n) summary of a point's
     training dynamics (one small least-squares solve shared by all points).
@@ -273,18 +274,35 @@ def polyfit_coefficients(T, degree: int = 2, steps: Optional[Sequence[float]] = 
     All coefficients are kept, the constant term (the point's average confidence, i.e. difficulty)
     included: unlike a correlation, the fit also tells an easy point from a hard one that moves the
     same way. Needs degree <= n_checkpoints - 1 (the degree that interpolates the checkpoints, the
-    best in seeds/003's Figure 8)."""
+    best in seeds/003's Figure 8).
+
+    `segments`: when the columns are several runs' checkpoints one after the other (say a dense and
+    a Switch sweep), their lengths in order. Each run is fitted on its own (a polynomial through the
+    end of one run and the start of the next would fit a jump that is not training dynamics) and
+    the coefficients are concatenated: [n, runs * (degree+1)]. `steps` then holds each run's steps."""
     X = _trajectories(T)
     if isinstance(degree, (bool, np.bool_)) or not isinstance(degree, (int, np.integer)) or degree < 0:
         raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
-    if degree > X.shape[1] - 1:
-        raise ValueError(f"degree {degree} needs at least {degree + 1} checkpoints, got {X.shape[1]}")
-    x = _positions(X.shape[1], steps)
-    return np.polynomial.polynomial.polyfit(x, X.T, int(degree)).T
+    if segments is None:
+        segments = [X.shape[1]]
+    segments = [int(g) for g in segments]
+    if any(g < 1 for g in segments) or sum(segments) != X.shape[1]:
+        raise ValueError(f"segments {segments} must be positive and sum to the {X.shape[1]} checkpoints")
+    if steps is not None and len(steps) != X.shape[1]:
+        raise ValueError(f"steps has {len(steps)} entries for {X.shape[1]} checkpoints")
+    if degree > min(segments) - 1:
+        raise ValueError(f"degree {degree} needs at least {degree + 1} checkpoints per run, got {min(segments)}")
+    out, start = [], 0
+    for g in segments:
+        x = _positions(g, None if steps is None else list(steps)[start:start + g])
+        out.append(np.polynomial.polynomial.polyfit(x, X[:, start:start + g].T, int(degree)).T)
+        start += g
+    return np.concatenate(out, axis=1)
 
 
 def cluster_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
-                       steps: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       steps: Optional[Sequence[float]] = None,
+                       segments: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, centroids, coefficients): k-means (k = min(budget, n), k-means++ seeded with `seed`,
     10 restarts, the best inertia kept) on the polynomial coefficients.
 
@@ -293,7 +311,7 @@ def cluster_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
     are canonical (numbered by lowest member); empty clusters are possible only when fewer than k
     coefficient vectors are distinct."""
     k = _budget(budget)
-    coefs = polyfit_coefficients(T, degree, steps)
+    coefs = polyfit_coefficients(T, degree, steps, segments)
     n = coefs.shape[0]
     if k >= n:
         return np.arange(n), coefs.copy(), coefs
@@ -356,13 +374,13 @@ def select_by_correlation(T, budget: int, seed: Optional[int] = 0) -> np.ndarray
 
 
 def select_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
-                      steps: Optional[Sequence[float]] = None) -> np.ndarray:
+                      steps: Optional[Sequence[float]] = None, segments: Optional[Sequence[int]] = None) -> np.ndarray:
     """SELECT with the O(n) polynomial summary: fit each trajectory with a degree-`degree` polynomial
     over normalised checkpoint positions (`steps`, evenly spaced if None), k-means the coefficient
     vectors into min(budget, n) clusters (seeded), keep the point closest to each centroid. Sorted
     unique indices."""
     k = _budget(budget)
-    labels, centroids, coefs = cluster_by_polyfit(T, k, seed, degree, steps)
+    labels, centroids, coefs = cluster_by_polyfit(T, k, seed, degree, steps, segments)
     if k >= coefs.shape[0]:
         return np.arange(coefs.shape[0], dtype=np.int64)
     return _closest_to_centroids(coefs, labels, centroids)

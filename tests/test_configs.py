@@ -103,3 +103,16 @@ def test_multilingual_group_turns_a_pretraining_config_multilingual(base, group,
     for section in ("optimizer", "optimization", "lr_scheduler", "criterion", "dataset"):
         assert cfg[section] == plain[section], section
     assert cfg.common.log_format == "json" and cfg.model.moe_expert_count == 0
+
+
+def test_probe_group_adds_the_zero_shot_probe_to_pretraining():
+    from fairseq_switch.tasks.span_corruption import SpanCorruptionConfig
+
+    plain, cfg = load("pretrain_tiny"), load("pretrain_tiny", ["+probe=classification"])
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg.task, resolve=False)["probe"]
+    assert raw == "${hydra:runtime.cwd}/data/downstream/bbc-topic,${hydra:runtime.cwd}/data/downstream/spam"
+    assert cfg.task.probe_points == 0 and set(cfg.task) <= set(SpanCorruptionConfig.__dataclass_fields__) | {"_name"}
+    for section in ("model", "optimizer", "optimization", "criterion", "dataset"):
+        assert cfg[section] == plain[section], section

@@ -75,8 +75,8 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
-    """Build the checkpoint's model for `task`'s dictionary, load it, freeze it (kept on CPU until used)."""
+def load_model(path: str, task, flag: str = "--path") -> nn.Module:
+    """Build the checkpoint's model for `task`'s dictionary and load it whole into this process, in eval mode."""
     state = read_checkpoint(path, flag)
     check_teacher_vocabulary(path, state, task.target_dictionary, flag)
     cfg = state["cfg"]
@@ -85,10 +85,18 @@ def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
         # validation generator) that must stay the student's
         model = models.build_model(cfg.model, task, from_checkpoint=True)
     model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
-    n_experts = sum(1 for m in model.modules() if isinstance(m, SwitchFFN))
+    model.num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
+    return model.eval()
+
+
+def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
+    """The checkpoint's model (`load_model`), frozen (kept on CPU until used)."""
+    model = load_model(path, task, flag)
+    n_layers = sum(1 for m in model.modules() if isinstance(m, SwitchFFN))
+    experts = max((m.router.num_experts for m in model.modules() if isinstance(m, SwitchFFN)), default=0)
     logger.info(
-        f"teacher {path}: {getattr(cfg.model, 'arch', None) or getattr(cfg.model, '_name', '?')}, {sum(p.numel() for p in model.parameters()):,} params, "
-        f"{n_experts} Switch layers x {getattr(cfg.model, 'moe_expert_count', 0) or 0} experts; frozen, eval mode, no token dropped"
+        f"teacher {path}: {sum(p.numel() for p in model.parameters()):,} params, "
+        f"{n_layers} Switch layers x {experts} experts; frozen, eval mode, no token dropped"
     )
     return freeze(model)
 

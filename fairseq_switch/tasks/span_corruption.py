@@ -11,13 +11,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from fairseq import utils
 from fairseq.data import Dictionary, StripTokenDataset, TokenBlockDataset, data_utils
 from fairseq.data.indexed_dataset import get_available_dataset_impl
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from .. import probe as zero_shot
 from ..data.sentinels import sentinel_indices
 from .switch_task import SwitchTaskMixin
 from ..data.span_corruption import (
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SpanCorruptionConfig(FairseqDataclass):
+class SpanCorruptionConfig(zero_shot.ProbeConfig):
     data: str = field(
         default=MISSING,
         metadata={"help": "folder with dict.txt and binarized splits (scripts/prepare_pretraining_data.py); "
@@ -61,12 +63,17 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
     def __init__(self, cfg: SpanCorruptionConfig, dictionary: Dictionary):
         super().__init__(cfg)
         self.dictionary = dictionary
+        self._probe_due = False
+        self.probe = None
         self.raw_length = raw_length_for_input(cfg.input_length, cfg.noise_density, cfg.mean_noise_span_length)
         self.example_lengths = example_lengths(
             self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel
         )
         needed = num_sentinels_needed(self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel)
         sentinel_indices(dictionary, needed)  # fail now, with the fix, if the dictionary lacks them
+        if cfg.probe:  # built now: a bad --probe fails before training starts
+            spm = os.path.join(utils.split_paths(cfg.data)[0], "spm.model")
+            self.probe = zero_shot.Probe(cfg, dictionary, spm, self.example_lengths[0], cfg.seed)
 
     @classmethod
     def setup_task(cls, cfg: SpanCorruptionConfig, **kwargs):
@@ -127,6 +134,24 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         logger.info(f"span_corruption: {split}: {len(docs)} documents, {int(sizes.sum())} tokens, "
                     f"{len(chunks)} examples" + ("" if path.endswith(split) else f" ({path})"))
         return dataset
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        self._probe_due = bool(self.cfg.probe)  # once per validation, not once per valid subset
+
+    def post_validate(self, model, stats, agg):
+        """Zero-shot probe (--probe): its metrics join the validation stats (JSON log, tensorboard),
+        its per-point rows go to <probe_dir>/probe/<task>.jsonl. Every rank scores the same points, so
+        an expert-parallel model's all-to-alls line up; only the first rank writes."""
+        if not self._probe_due or self.probe is None:
+            return
+        self._probe_due = False
+        results = self.probe.run(model)
+        stats.update(zero_shot.stats(results))
+        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            for r in results:
+                zero_shot.write_rows(os.path.join(self.cfg.probe_dir, "probe", f"{r.name}.jsonl"),
+                                     [r.row(update=int(stats.get("num_updates", 0)))])
 
     @property
     def source_dictionary(self):

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Fine-tune every checkpoint of a pretraining sweep on one downstream task and record its test score.
+
+The fine-tuned side of the upstream/downstream study (SPEC §9, appendix E): for each checkpoint
+(files, or run folders as in probe_checkpoints.py) it runs fairseq-train (task text_to_text, the
+checkpoint's architecture and expert count, `--finetune-from-model`), keeps the checkpoint with the
+best validation score (validated every --validate-every updates), decodes the test split with
+fairseq-generate and scores it with scripts/score_generations.py. One row per checkpoint is appended
+to <run>/finetune/<task>.jsonl: {"update", "checkpoint", "metric", "test", "valid_best"}. Checkpoints
+already there are skipped.
+
+    python scripts/finetune_checkpoints.py --task bbc-topic=data/downstream/bbc-topic --prefix "classify: " \\
+        --updates 300 --jobs 2 runs/ud/pre_e0 runs/ud/pre_e8
+
+Classification tasks (meta.json "task": "classification") are scored by accuracy with greedy
+decoding; others by ROUGE-2 with beam 4. --jobs runs that many fine-tunes at once, each with
+OMP_NUM_THREADS = cores / jobs.
+"""
+
+import argparse
+import concurrent.futures as futures
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from probe_checkpoints import checkpoints_of  # noqa: E402
+
+
+def checkpoint_info(path: str) -> dict:
+    """Update, expert count and pretraining data of a checkpoint (read on CPU, experts not loaded)."""
+    sys.path.insert(0, ROOT)
+    from fairseq_switch.models.teacher import read_checkpoint
+
+    state = read_checkpoint(path, "checkpoint")
+    cfg = state["cfg"]
+    return {"update": int(state["optimizer_history"][-1]["num_updates"]),
+            "experts": int(cfg["model"].get("moe_expert_count", 0) or 0),
+            "arch": cfg["model"].get("_name") or cfg["model"].get("arch"),
+            "data": str(cfg["task"]["data"]).split(os.pathsep)[0]}
+
+
+def done_updates(rows_file: str) -> set:
+    if not os.path.isfile(rows_file):
+        return set()
+    with open(rows_file, encoding="utf-8") as f:
+        return {json.loads(line)["update"] for line in f if line.strip()}
+
+
+def finetune_one(ckpt: str, info: dict, data: str, work: str, args, kind: str, threads: int) -> dict:
+    py = sys.executable
+    bin_dir = os.path.dirname(py)
+    metric = "acc" if kind == "classification" else "rouge2"
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    os.makedirs(work, exist_ok=True)
+    train = [os.path.join(bin_dir, "fairseq-train"), data, "--user-dir", os.path.join(ROOT, "fairseq_switch"),
+             "--task", "text_to_text", "--arch", info["arch"], "--moe-expert-count", str(info["experts"]),
+             "--finetune-from-model", os.path.abspath(ckpt), "--criterion", "switch_cross_entropy",
+             "--expert-dropout", "0.4", "--dropout", "0.1",
+             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(args.lr),
+             "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50", "--clip-norm", "1.0",
+             "--max-tokens", "4096", "--max-update", str(args.updates),
+             "--eval-metric", "acc" if metric == "acc" else "rouge",
+             "--eval-generate-args", json.dumps({"beam": 1, "max_len_a": 0, "max_len_b": 8 if metric == "acc" else 32}),
+             "--validate-interval-updates", str(args.validate_every), "--save-interval-updates", str(args.validate_every),
+             "--keep-interval-updates", "1", "--no-epoch-checkpoints", "--best-checkpoint-metric", metric,
+             "--maximize-best-checkpoint-metric", "--save-dir", work, "--log-format", "json",
+             "--log-interval", "50", "--seed", str(args.seed), "--num-workers", "0"]
+    if not torch.cuda.is_available():
+        train.append("--cpu")
+    with open(os.path.join(work, "train.log"), "w") as log:
+        rc = subprocess.call(train, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if rc:
+        raise RuntimeError(f"fine-tuning {ckpt} failed (exit {rc}); see {work}/train.log")
+    best = None
+    with open(os.path.join(work, "train.log")) as f:
+        for line in f:
+            if '"valid_best_' + metric + '"' in line:
+                best = float(json.loads(line[line.index("{"):])["valid_best_" + metric])
+    beam = "1" if metric == "acc" else "4"
+    gen = [os.path.join(bin_dir, "fairseq-generate"), data, "--user-dir", os.path.join(ROOT, "fairseq_switch"),
+           "--task", "text_to_text", "--path", os.path.join(work, "checkpoint_best.pt"), "--gen-subset", "test",
+           "--beam", beam, "--max-len-a", "0", "--max-len-b", "8" if metric == "acc" else "32", "--batch-size", "64"]
+    if not torch.cuda.is_available():
+        gen.append("--cpu")
+    with open(os.path.join(work, "gen.out"), "w") as out, open(os.path.join(work, "gen.log"), "w") as err:
+        rc = subprocess.call(gen, stdout=out, stderr=err, env=env, cwd=ROOT)
+    if rc:
+        raise RuntimeError(f"fairseq-generate on {work}/checkpoint_best.pt failed (exit {rc}); see {work}/gen.log")
+    scored = subprocess.run([py, os.path.join(ROOT, "scripts", "score_generations.py"), os.path.join(work, "gen.out"),
+                             "--spm-model", os.path.join(data, "spm.model"), "--metrics",
+                             "acc" if metric == "acc" else "rouge", "--json"],
+                            capture_output=True, text=True, cwd=ROOT)
+    if scored.returncode:
+        raise RuntimeError(f"scoring {work}/gen.out failed: {scored.stderr.strip()}")
+    test = json.loads(scored.stdout)[metric]
+    if not args.keep_checkpoints:
+        for name in os.listdir(work):
+            if name.endswith(".pt"):
+                os.remove(os.path.join(work, name))
+    return {"update": info["update"], "checkpoint": ckpt, "experts": info["experts"], "metric": metric,
+            "test": test, "valid_best": best}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders")
+    p.add_argument("--task", required=True, help="the downstream folder, 'folder' or 'name=folder' (data/downstream/...)")
+    p.add_argument("--prefix", default="", help='task prefix put before every input, e.g. "classify: "')
+    p.add_argument("--updates", type=int, default=300, help="fine-tuning updates per checkpoint (default 300)")
+    p.add_argument("--validate-every", type=int, default=100, help="validate (and keep the best) every N updates")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1, help="fine-tunes run at once (default 1)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep the fine-tuned checkpoints (default: "
+                                                                   "deleted once scored; the logs stay)")
+    args = p.parse_args(argv)
+    name, _, folder = args.task.rpartition("=") if "=" in args.task else ("", "", args.task)
+    name = name or os.path.basename(os.path.normpath(folder))
+    meta = os.path.join(folder, "meta.json")
+    kind = "generation"
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            kind = "classification" if json.load(f).get("task") == "classification" else "generation"
+
+    todo, prepared = [], {}
+    for target in args.checkpoints:
+        for ckpt in checkpoints_of(target):
+            info = checkpoint_info(ckpt)
+            run = os.path.dirname(os.path.dirname(os.path.abspath(ckpt))) \
+                if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else os.path.dirname(os.path.abspath(ckpt))
+            rows = os.path.join(run, "finetune", f"{name}.jsonl")
+            if info["update"] in done_updates(rows) or any(t[1]["update"] == info["update"] and t[3] == rows for t in todo):
+                print(f"[finetune] {ckpt} (update {info['update']}): already in {rows}, skipped", flush=True)
+                continue
+            if info["data"] not in prepared:  # encode the task once per pretraining vocabulary
+                out = os.path.join(run, "finetune", f"data-{name}")
+                cmd = [sys.executable, os.path.join(ROOT, "scripts", "prepare_downstream_data.py"), "--pretrained",
+                       info["data"], "--out", out, "--prefix", args.prefix, folder]
+                res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if res.returncode:
+                    raise SystemExit(f"error: preparing {folder} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+                prepared[info["data"]] = out
+            todo.append((ckpt, info, prepared[info["data"]], rows))
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    with futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        jobs = {}
+        for ckpt, info, data, rows in todo:
+            work = os.path.join(os.path.dirname(rows), f"{name}-u{info['update']}")
+            jobs[pool.submit(finetune_one, ckpt, info, data, work, args, kind, threads)] = rows
+        failed = 0
+        for job in futures.as_completed(jobs):
+            try:
+                row = job.result()
+            except RuntimeError as e:
+                print(f"[finetune] error: {e}", flush=True)
+                failed += 1
+                continue
+            with open(jobs[job], "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[finetune] {row['checkpoint']} (update {row['update']}): test {row['metric']} {row['test']:.2f}, "
+                  f"valid best {row['valid_best']}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+#!/usr/bin/env python
+"""Does upstream quality, or a zero-shot probe, predict fine-tuned quality? (SPEC §9, appendix E, seeds/003)
+
+Reads, for each pretraining run of a sweep (a job folder of fairseq-hydra-train, or of fairseq-train
+with its log):
+  * upstream: validation negative log perplexity at each update, from the training log;
+  * probe:    per-point zero-shot rows, <run>/checkpoints/probe/<task>.jsonl (written at each validation
+              with --probe, or by scripts/probe_checkpoints.py);
+  * fine-tuned: <run>/finetune/<task>.jsonl (scripts/finetune_checkpoints.py), one score per checkpoint.
+Each checkpoint that has all three is one point. The report (markdown + JSON + PNG) gives:
+  * Pearson and Spearman correlations, with p-values, of upstream vs fine-tuned and probe vs fine-tuned;
+  * the appendix E plot (fine-tuned score vs upstream neg. log perplexity, dense and Switch in colours);
+  * for each budget B, the probe on B points chosen at random (many draws), by trajectory correlation
+    and by polynomial-fit clustering (probe_selection.py): its correlation with the fine-tuned scores,
+    how well it ranks the checkpoints (Spearman) and whether it picks the best one (top-1);
+  * how well it ranks the runs (models) by their last checkpoint.
+
+    python scripts/upstream_downstream.py runs/ud/pre_e0 runs/ud/pre_e8 --task bbc-topic --out runs/ud/report
+    python scripts/upstream_downstream.py runs/ud/pre_e0 runs/ud/pre_e8 --task bbc-topic,spam \\
+        --write-selection probe_points.json --budget 64 --method correlation   # for --probe-select
+
+Selection only looks at the probe's own per-point trajectories, never at fine-tuned scores.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from _plugin_module import load_plugin_module  # noqa: E402
+from scaling_report import collect_paths, experts_label, read_run  # noqa: E402
+
+sel = load_plugin_module("probe_selection")
+
+METHODS = ("random", "correlation", "polyfit")
+
+
+@dataclass
+class Point:
+    run: str
+    experts: int
+    update: int
+    upstream: float
+    finetuned: Optional[float]
+
+
+@dataclass
+class TaskProbe:
+    name: str
+    kind: str
+    split: str
+    indices: List[int]
+    values: np.ndarray     # [points, checkpoints] confidence in the gold label (classification) or ll
+    ll: np.ndarray         # [points, checkpoints] gold target's mean log-likelihood per token
+    correct: Optional[np.ndarray]
+
+
+def _rows(path: Path) -> List[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def probe_file(run: Path, task: str) -> Path:
+    for cand in (run / "checkpoints" / "probe" / f"{task}.jsonl", run / "probe" / f"{task}.jsonl"):
+        if cand.is_file():
+            return cand
+    raise SystemExit(f"error: no probe rows for task {task!r} in {run} (looked for checkpoints/probe/{task}.jsonl and "
+                     f"probe/{task}.jsonl): pretrain with --probe or run scripts/probe_checkpoints.py on its checkpoints")
+
+
+def finetune_file(run: Path, task: str) -> Optional[Path]:
+    path = run / "finetune" / f"{task}.jsonl"
+    return path if path.is_file() else None
+
+
+def load_sweep(paths: Sequence[Path], tasks: Sequence[str], finetune_task: Optional[str]):
+    """Points (checkpoints with upstream, probe and, if any, fine-tuned scores) and per-task trajectories."""
+    points: List[Point] = []
+    per_task: Dict[str, list] = {t: [] for t in tasks}
+    segments = []
+    for path in collect_paths(paths):
+        run = read_run(path)
+        run_dir = path if path.is_dir() else path.parent
+        upstream = dict(zip((int(u) for u in run.updates), run.nlp))
+        probes = {}
+        for t in tasks:
+            rows = {}
+            for r in _rows(probe_file(run_dir, t)):
+                rows[int(r["update"])] = r  # a re-scored update: the last row wins
+            probes[t] = rows
+        ft = {}
+        if finetune_task:
+            f = finetune_file(run_dir, finetune_task)
+            if f is None:
+                raise SystemExit(f"error: no fine-tuned scores in {run_dir}/finetune/{finetune_task}.jsonl; run "
+                                 f"scripts/finetune_checkpoints.py on this run's checkpoints (or leave out --finetune-task)")
+            ft = {int(r["update"]): float(r["test"]) for r in _rows(f)}
+        updates = sorted(u for u in upstream if all(u in probes[t] for t in tasks) and (not ft or u in ft))
+        if not updates:
+            raise SystemExit(f"error: {run_dir}: no update has upstream, probe{' and fine-tuned' if ft else ''} scores "
+                             f"together (upstream at {sorted(upstream)[:5]}..., probe at "
+                             f"{sorted(probes[tasks[0]])[:5]}...)")
+        segments.append(len(updates))
+        for u in updates:
+            points.append(Point(str(run_dir.name), run.experts, u, upstream[u], ft.get(u)))
+            for t in tasks:
+                per_task[t].append(probes[t][u])
+    out = {}
+    for t, rows in per_task.items():
+        first = rows[0]
+        for r in rows:
+            if r["indices"] != first["indices"] or r.get("split") != first.get("split"):
+                raise SystemExit(f"error: task {t}: checkpoints were probed on different points (split "
+                                 f"{first.get('split')} vs {r.get('split')}); probe every checkpoint on the same "
+                                 f"points (same --probe-split/--probe-points/--seed, or one --probe-select)")
+        values = np.array([r["value"] for r in rows], dtype=np.float64).T
+        ll = np.array([r["ll"] for r in rows], dtype=np.float64).T
+        correct = np.array([r["correct"] for r in rows], dtype=np.float64).T if "correct" in first else None
+        out[t] = TaskProbe(t, first["kind"], first.get("split"), first["indices"], values, ll, correct)
+    return points, out, segments
+
+
+def _corr(x, y) -> dict:
+    try:
+        r, p = sel.pearson(x, y)
+        rho, q = sel.spearman(x, y)
+    except ValueError as e:  # constant series: report why instead of a NaN
+        return {"error": str(e)}
+    return {"pearson": r, "pearson_p": p, "spearman": rho, "spearman_p": q}
+
+
+def subset_score(tp: TaskProbe, idx: np.ndarray, score: str) -> np.ndarray:
+    """The probe's score of each checkpoint on the points `idx`: mean confidence, accuracy or ll."""
+    src = {"acc": tp.correct, "ll": tp.ll}.get(score, tp.values)
+    return src[idx].mean(axis=0)
+
+
+def select(method: str, tp: TaskProbe, budget: int, seed: int, segments) -> np.ndarray:
+    n = tp.values.shape[0]
+    if method == "random":
+        return sel.select_random(n, budget, seed)
+    if method == "correlation":
+        return sel.select_by_correlation(tp.values, budget)
+    degree = max(0, min(2, min(segments) - 1))
+    return sel.select_by_polyfit(tp.values, budget, seed, degree=degree, segments=segments)
+
+
+def evaluate_budget(tp: TaskProbe, target: np.ndarray, budget: int, segments, score: str, draws: int,
+                    full: np.ndarray) -> Dict[str, dict]:
+    """Per method: correlation with `target` (fine-tuned), ranking Spearman, top-1, fidelity to the full pool."""
+    out = {}
+    for method in METHODS:
+        seeds = range(draws) if method == "random" else range(5) if method == "polyfit" else range(1)
+        rs, rhos, top1, fidelity = [], [], [], []
+        for s in seeds:
+            idx = select(method, tp, budget, s, segments)
+            x = subset_score(tp, idx, score)
+            c = _corr(x, target)
+            rs.append(c.get("pearson", np.nan))
+            rhos.append(c.get("spearman", np.nan))
+            top1.append(sel.top1_agreement(x, target))
+            f = _corr(x, full)
+            fidelity.append(f.get("pearson", np.nan))
+        rs, rhos = np.array(rs), np.array(rhos)
+        out[method] = {"draws": len(rs), "pearson": float(np.nanmean(rs)), "pearson_sd": float(np.nanstd(rs)),
+                       "spearman": float(np.nanmean(rhos)), "spearman_sd": float(np.nanstd(rhos)),
+                       "top1": float(np.mean(top1)), "fidelity": float(np.nanmean(fidelity)),
+                       "undefined": int(np.isnan(rs).sum())}
+        if method == "random":
+            out[method]["spearman_all"] = rhos.tolist()
+    for method in ("correlation", "polyfit"):
+        rnd = np.array(out["random"]["spearman_all"])
+        rnd = rnd[~np.isnan(rnd)]
+        if rnd.size:  # where the selected points' Spearman falls among the random draws'
+            out[method]["random_below"] = float(np.mean(rnd < out[method]["spearman"]))
+    return out
+
+
+def model_ranking(points: List[Point], probe_score: np.ndarray) -> Optional[dict]:
+    """Rank the runs by their last checkpoint: probe vs fine-tuned."""
+    last = {}
+    for i, p in enumerate(points):
+        if p.run not in last or p.update > points[last[p.run]].update:
+            last[p.run] = i
+    if len(last) < 2:
+        return None
+    idx = list(last.values())
+    pred, true = probe_score[idx], np.array([points[i].finetuned for i in idx])
+    out = {"runs": [points[i].run for i in idx], "probe": pred.tolist(), "finetuned": true.tolist(),
+           "top1": sel.top1_agreement(pred, true)}
+    try:
+        out["spearman"] = sel.ranking_spearman(pred, true)
+    except ValueError as e:
+        out["spearman"] = None
+        out["note"] = str(e)
+    return out
+
+
+def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result: dict, out: Path) -> List[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    runs = sorted({(p.experts, p.run) for p in points})
+    sparse = iter(["tab:blue", "tab:purple", "tab:cyan", "navy", "tab:pink"])
+    colours = {run: "tab:green" if experts == 0 else next(sparse, None) for experts, run in runs}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for experts, run in runs:
+        sub = [(i, p) for i, p in enumerate(points) if p.run == run]
+        c = colours[run]
+        label = f"{experts_label(experts)} ({run})"
+        xs = [p.upstream for _, p in sub]
+        ys = [p.finetuned for _, p in sub]
+        axes[0].plot(xs, ys, "o-", label=label, color=c, alpha=0.8)
+        axes[1].plot([probe_score[i] for i, _ in sub], ys, "o-", label=label, color=c, alpha=0.8)
+        for (_, p), x, y in zip(sub, xs, ys):
+            axes[0].annotate(str(p.update), (x, y), fontsize=6, alpha=0.6)
+    axes[0].set_xlabel("upstream neg. log perplexity (valid)")
+    axes[0].set_ylabel(f"fine-tuned {task} (test)")
+    axes[0].set_title("Upstream vs downstream (appendix E, Fig. 13)")
+    axes[1].set_xlabel("zero-shot probe score (all pool points)")
+    axes[1].set_title("Zero-shot probe vs downstream")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"upstream_downstream_{task}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    budgets = sorted(budgets_result)
+    for method, style in (("random", "o-"), ("correlation", "s-"), ("polyfit", "^-")):
+        m = [budgets_result[b][method]["spearman"] for b in budgets]
+        ax.plot(budgets, m, style, label=method)
+        if method == "random":
+            sd = np.array([budgets_result[b][method]["spearman_sd"] for b in budgets])
+            ax.fill_between(budgets, np.array(m) - sd, np.array(m) + sd, alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("probe budget (points)")
+    ax.set_ylabel("Spearman with fine-tuned score")
+    ax.set_title(f"Point selection ({task})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"selection_{task}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def _fmt_corr(c: dict) -> str:
+    if "error" in c:
+        return f"undefined ({c['error']})"
+    return (f"Pearson {c['pearson']:+.3f} (p={c['pearson_p']:.2g}), "
+            f"Spearman {c['spearman']:+.3f} (p={c['spearman_p']:.2g})")
+
+
+def report(points, probes, segments, task, score, budgets, draws) -> dict:
+    tp = probes[task]
+    target = np.array([p.finetuned for p in points], dtype=np.float64)
+    upstream = np.array([p.upstream for p in points])
+    full = subset_score(tp, np.arange(tp.values.shape[0]), score)
+    res = {"task": task, "score": score, "points": [p.__dict__ for p in points], "pool": tp.values.shape[0],
+           "probe_full": full.tolist(),
+           "upstream_vs_finetuned": _corr(upstream, target),
+           "probe_vs_finetuned": _corr(full, target),
+           "upstream_vs_finetuned_by_run": {}, "budgets": {}}
+    for run in dict.fromkeys(p.run for p in points):
+        mask = np.array([p.run == run for p in points])
+        if mask.sum() >= 3:
+            res["upstream_vs_finetuned_by_run"][run] = _corr(upstream[mask], target[mask])
+    res["probe_top1_checkpoint"] = sel.top1_agreement(full, target)
+    res["models"] = model_ranking(points, full)
+    for b in budgets:
+        if b > tp.values.shape[0]:
+            continue
+        res["budgets"][b] = evaluate_budget(tp, target, b, segments, score, draws, full)
+    return res
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# Upstream, zero-shot probe and fine-tuned quality: {res['task']}", "",
+             f"{len(res['points'])} checkpoints; probe pool {res['pool']} points; probe score = "
+             f"{'mean confidence in the gold label' if res['score'] == 'conf' else res['score']}.", "",
+             "| run | experts | update | upstream neg. log ppl | probe (all points) | fine-tuned |",
+             "|---|---|---|---|---|---|"]
+    for p, s in zip(res["points"], res["probe_full"]):
+        lines.append(f"| {p['run']} | {p['experts']} | {p['update']} | {p['upstream']:.4f} | {s:.4f} | "
+                     f"{p['finetuned']:.2f} |")
+    lines += ["", "## Correlations with the fine-tuned score (all checkpoints)", "",
+              f"- upstream neg. log perplexity: {_fmt_corr(res['upstream_vs_finetuned'])}",
+              f"- zero-shot probe, all points: {_fmt_corr(res['probe_vs_finetuned'])}; picks the best checkpoint: "
+              f"{'yes' if res['probe_top1_checkpoint'] else 'no'}"]
+    for run, c in res["upstream_vs_finetuned_by_run"].items():
+        lines.append(f"- upstream, {run} only: {_fmt_corr(c)}")
+    if res["models"]:
+        m = res["models"]
+        lines.append(f"- models (last checkpoint of each run): probe picks the best fine-tuned run: "
+                     f"{'yes' if m['top1'] else 'no'}; ranking Spearman "
+                     f"{m['spearman'] if m['spearman'] is None else format(m['spearman'], '+.2f')}")
+    lines += ["", "## Point selection at equal budget", "",
+              "Spearman/Pearson: probe on the selected points vs fine-tuned score, across checkpoints "
+              "(random: mean ± sd over draws). Top-1: share of selections whose best checkpoint is the best "
+              "fine-tuned one. Fidelity: Pearson with the probe on all points. Beats random: share of random "
+              "draws with a lower Spearman.", "",
+              "| budget | method | Spearman | Pearson | top-1 | fidelity | beats random |",
+              "|---|---|---|---|---|---|---|"]
+    for b, per in res["budgets"].items():
+        for method in METHODS:
+            r = per[method]
+            sd = f" ± {r['spearman_sd']:.3f}" if r["draws"] > 1 else ""
+            beats = f"{100 * r['random_below']:.0f}%" if "random_below" in r else "-"
+            lines.append(f"| {b} | {method} | {r['spearman']:+.3f}{sd} | {r['pearson']:+.3f} | {r['top1']:.2f} | "
+                         f"{r['fidelity']:.3f} | {beats} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_selection(probes: Dict[str, TaskProbe], segments, budget: int, method: str, seed: int) -> dict:
+    """{task: {"split", "indices"}} for --probe-select; the budget is split across tasks by relatedness."""
+    trajs = {t: tp.values for t, tp in probes.items()}
+    share = sel.split_budget(trajs, budget) if len(trajs) > 1 else {t: min(budget, v.shape[0]) for t, v in trajs.items()}
+    out = {}
+    for t, tp in probes.items():
+        idx = select(method, tp, share[t], seed, segments)
+        out[t] = {"split": tp.split, "indices": [int(tp.indices[i]) for i in idx], "method": method,
+                  "budget": share[t]}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="pretraining job folders (or a sweep folder holding them)")
+    p.add_argument("--task", required=True, help="probe task name(s), comma-separated (the <task>.jsonl names)")
+    p.add_argument("--finetune-task", default=None, help="fine-tuned scores to predict (default: the first --task)")
+    p.add_argument("--score", choices=("conf", "acc", "ll"), default="conf",
+                   help="probe score of a checkpoint: mean gold-label confidence (default), accuracy, or mean ll")
+    p.add_argument("--budgets", default="16,64,256", help="probe budgets to compare (default 16,64,256)")
+    p.add_argument("--draws", type=int, default=200, help="random selections per budget (default 200)")
+    p.add_argument("--out", type=Path, default=None, help="folder for report.md, report.json and PNGs")
+    p.add_argument("--write-selection", type=Path, default=None,
+                   help="write the selected points as JSON for the task option --probe-select, and stop")
+    p.add_argument("--budget", type=int, default=64, help="with --write-selection: points in all (split across tasks)")
+    p.add_argument("--method", choices=METHODS, default="correlation", help="with --write-selection")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    if not tasks:
+        raise SystemExit("error: --task names no task")
+    try:
+        budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
+    except ValueError:
+        raise SystemExit(f"error: --budgets {args.budgets!r}: expected integers like 16,64,256") from None
+
+    if args.write_selection:
+        points, probes, segments = load_sweep(args.runs, tasks, None)
+        if len(points) < 2:
+            raise SystemExit("error: selection needs per-point trajectories over at least 2 checkpoints")
+        chosen = write_selection(probes, segments, args.budget, args.method, args.seed)
+        args.write_selection.parent.mkdir(parents=True, exist_ok=True)
+        args.write_selection.write_text(json.dumps(chosen, indent=1) + "\n")
+        print(f"wrote {args.write_selection}: " + ", ".join(f"{t} {len(v['indices'])} points" for t, v in chosen.items()))
+        return 0
+
+    ft_task = args.finetune_task or tasks[0]
+    points, probes, segments = load_sweep(args.runs, tasks, ft_task)
+    if len(points) < 3:
+        raise SystemExit(f"error: {len(points)} checkpoint(s) with all scores; correlations need at least 3")
+    if args.score == "acc" and probes[tasks[0]].correct is None:
+        raise SystemExit(f"error: --score acc needs a classification task; {tasks[0]} is {probes[tasks[0]].kind}")
+    res = report(points, probes, segments, tasks[0], args.score, budgets, args.draws)
+    text = markdown(res)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.md").write_text(text)
+        slim = json.loads(json.dumps(res, default=float))
+        for b in slim["budgets"].values():
+            b["random"].pop("spearman_all", None)
+        (args.out / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
+        for path in plot(points, np.array(res["probe_full"]), tasks[0], res["budgets"], args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
