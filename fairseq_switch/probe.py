@@ -134,7 +134,7 @@ def parse_probe_spec(spec: str) -> List[tuple]:
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        name, _, folder = item.rpartition("=") if "=" in item else ("", "", item)
+        name, _, folder = item.partition("=") if "=" in item else ("", "", item)
         folder = folder.strip()
         name = name.strip() or os.path.basename(os.path.normpath(folder))
         if not re.fullmatch(r"[\w.-]+", name):

@@ -31,6 +31,11 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from probe_checkpoints import checkpoints_of  # noqa: E402
 
 
+# what must match the checkpoint for its weights to load (the arch's defaults may have been overridden)
+SHAPE_KEYS = ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim",
+              "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads", "moe_freq")
+
+
 def checkpoint_info(path: str) -> dict:
     """Update, expert count and pretraining data of a checkpoint (read on CPU, experts not loaded)."""
     sys.path.insert(0, ROOT)
@@ -38,10 +43,16 @@ def checkpoint_info(path: str) -> dict:
 
     state = read_checkpoint(path, "checkpoint")
     cfg = state["cfg"]
+
+    def get(node, key):  # a DictConfig (Hydra runs) or an argparse Namespace (fairseq-train's arch models)
+        return node.get(key) if hasattr(node, "get") else getattr(node, key, None)
+
+    shape = {k: get(cfg["model"], k) for k in SHAPE_KEYS if get(cfg["model"], k) is not None}
     return {"update": int(state["optimizer_history"][-1]["num_updates"]),
-            "experts": int(cfg["model"].get("moe_expert_count", 0) or 0),
-            "arch": cfg["model"].get("_name") or cfg["model"].get("arch"),
-            "data": str(cfg["task"]["data"]).split(os.pathsep)[0]}
+            "experts": int(get(cfg["model"], "moe_expert_count") or 0),
+            "arch": get(cfg["model"], "arch") or get(cfg["model"], "_name"),
+            "shape": shape,
+            "data": str(get(cfg["task"], "data")).split(os.pathsep)[0]}
 
 
 def done_updates(rows_file: str) -> set:
@@ -59,6 +70,7 @@ def finetune_one(ckpt: str, info: dict, data: str, work: str, args, kind: str, t
     os.makedirs(work, exist_ok=True)
     train = [os.path.join(bin_dir, "fairseq-train"), data, "--user-dir", os.path.join(ROOT, "fairseq_switch"),
              "--task", "text_to_text", "--arch", info["arch"], "--moe-expert-count", str(info["experts"]),
+             *[a for k, v in info["shape"].items() for a in ("--" + k.replace("_", "-"), str(v))],
              "--finetune-from-model", os.path.abspath(ckpt), "--criterion", "switch_cross_entropy",
              "--expert-dropout", "0.4", "--dropout", "0.1",
              "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(args.lr),
@@ -134,9 +146,11 @@ def main(argv=None) -> int:
             run = os.path.dirname(os.path.dirname(os.path.abspath(ckpt))) \
                 if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else os.path.dirname(os.path.abspath(ckpt))
             rows = os.path.join(run, "finetune", f"{name}.jsonl")
-            if info["update"] in done_updates(rows) or any(t[1]["update"] == info["update"] and t[3] == rows for t in todo):
+            if info["update"] in done_updates(rows):
                 print(f"[finetune] {ckpt} (update {info['update']}): already in {rows}, skipped", flush=True)
                 continue
+            if any(t[1]["update"] == info["update"] and t[3] == rows for t in todo):
+                continue  # checkpoint_last.pt holding the same update as an interval checkpoint
             if info["data"] not in prepared:  # encode the task once per pretraining vocabulary
                 out = os.path.join(run, "finetune", f"data-{name}")
                 cmd = [sys.executable, os.path.join(ROOT, "scripts", "prepare_downstream_data.py"), "--pretrained",

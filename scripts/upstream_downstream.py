@@ -286,6 +286,11 @@ def report(points, probes, segments, task, score, budgets, draws) -> dict:
         if b > tp.values.shape[0]:
             continue
         res["budgets"][b] = evaluate_budget(tp, target, b, segments, score, draws, full)
+    if len(probes) > 1:  # seeds/003 Objective 2: how related the tasks are, and what that does to the budget
+        trajs = {t: p.values for t, p in probes.items()}
+        res["task_relatedness"] = {"tasks": list(trajs), "matrix": sel.task_relatedness(trajs).tolist(),
+                                   "split": {b: sel.split_budget(trajs, b) for b in budgets
+                                             if len(trajs) <= b <= sum(v.shape[0] for v in trajs.values())}}
     return res
 
 
@@ -309,6 +314,14 @@ def markdown(res: dict) -> str:
         lines.append(f"- models (last checkpoint of each run): probe picks the best fine-tuned run: "
                      f"{'yes' if m['top1'] else 'no'}; ranking Spearman "
                      f"{m['spearman'] if m['spearman'] is None else format(m['spearman'], '+.2f')}")
+    if "task_relatedness" in res:
+        rel = res["task_relatedness"]
+        lines += ["", "## Task relatedness (correlation of mean probe trajectories) and budget split", "",
+                  "| | " + " | ".join(rel["tasks"]) + " |", "|---" * (len(rel["tasks"]) + 1) + "|"]
+        for t, row in zip(rel["tasks"], rel["matrix"]):
+            lines.append(f"| {t} | " + " | ".join(f"{v:+.2f}" for v in row) + " |")
+        for b, split in rel["split"].items():
+            lines.append(f"\nbudget {b}: " + ", ".join(f"{t} {n}" for t, n in split.items()))
     lines += ["", "## Point selection at equal budget", "",
               "Spearman/Pearson: probe on the selected points vs fine-tuned score, across checkpoints "
               "(random: mean ± sd over draws). Top-1: share of selections whose best checkpoint is the best "

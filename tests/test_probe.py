@@ -220,6 +220,14 @@ def test_probe_errors_are_one_line(pretrain_data, tmp_path):
 
 
 # -- the report -------------------------------------------------------------------------------------
+def _probe_rows(run: Path, task: str, updates, values, correct):
+    P.write_rows(str(run / "checkpoints" / "probe" / f"{task}.jsonl"),
+                 [{"update": n, "task": task, "kind": "classification", "split": "valid",
+                   "indices": list(range(values.shape[0])), "value": values[:, j].tolist(),
+                   "ll": np.log(values[:, j]).tolist(), "correct": correct[:, j].tolist()}
+                  for j, n in enumerate(updates)])
+
+
 def _fake_run(root: Path, name: str, experts: int, updates, upstream, finetuned, values, correct):
     run = root / name
     (run / ".hydra").mkdir(parents=True)
@@ -229,11 +237,7 @@ def _fake_run(root: Path, name: str, experts: int, updates, upstream, finetuned,
     (run / "hydra_train.log").write_text("\n".join(log) + "\n")
     (run / "checkpoints" / "probe").mkdir(parents=True)
     (run / "finetune").mkdir()
-    P.write_rows(str(run / "checkpoints" / "probe" / "t.jsonl"),
-                 [{"update": n, "task": "t", "kind": "classification", "split": "valid",
-                   "indices": list(range(values.shape[0])), "value": values[:, j].tolist(),
-                   "ll": np.log(values[:, j]).tolist(), "correct": correct[:, j].tolist()}
-                  for j, n in enumerate(updates)])
+    _probe_rows(run, "t", updates, values, correct)
     P.write_rows(str(run / "finetune" / "t.jsonl"), [{"update": n, "test": f} for n, f in zip(updates, finetuned)])
 
 
@@ -265,6 +269,16 @@ def test_upstream_downstream_report(tmp_path):
     assert res["budgets"]["16"]["random"]["draws"] == 20 and res["models"]["runs"] == ["dense", "switch"]
     assert res["models"]["top1"] is True  # dense's last checkpoint (61) beats switch's (58): probe 0.5 coin
     assert (out / "upstream_downstream_t.png").stat().st_size > 0 and (out / "selection_t.png").is_file()
+    assert "task_relatedness" not in res  # one task
+
+    other = rng.uniform(0.05, 0.95, size=(10, 8))  # a second task: relatedness and the budget split
+    _probe_rows(tmp_path / "dense", "u", ups, other[:, :4], other[:, :4] > 0.5)
+    _probe_rows(tmp_path / "switch", "u", ups, other[:, 4:], other[:, 4:] > 0.5)
+    assert ud.main([str(tmp_path / "dense"), str(tmp_path / "switch"), "--task", "t,u", "--budgets", "16",
+                    "--draws", "5", "--out", str(out)]) == 0
+    rel = json.loads((out / "report.json").read_text())["task_relatedness"]
+    assert rel["tasks"] == ["t", "u"] and np.allclose(np.diag(rel["matrix"]), 1.0)
+    assert sum(rel["split"]["16"].values()) == 16 and min(rel["split"]["16"].values()) >= 1
 
     sel_file = tmp_path / "sel.json"
     assert ud.main([str(tmp_path / "dense"), str(tmp_path / "switch"), "--task", "t", "--write-selection",
@@ -284,3 +298,46 @@ def test_report_refuses_mismatched_points(tmp_path):
         ud.main([str(tmp_path / "a"), "--task", "t"])
     with pytest.raises(SystemExit, match="no probe rows for task 'u'"):
         ud.main([str(tmp_path / "a"), "--task", "u"])
+
+
+def test_finetune_checkpoints_writes_one_row_per_update(probed_run, tmp_path):
+    save, _ = probed_run
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("checkpoint_1_4.pt", "checkpoint_last.pt"):  # last holds update 8
+        (run / "checkpoints" / name).symlink_to(save / name)
+    cmd = [sys.executable, ROOT / "scripts" / "finetune_checkpoints.py", "--task", f"bbc={BBC}", "--prefix",
+           "classify: ", "--updates", "2", "--validate-every", "2", run]
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = [json.loads(x) for x in (run / "finetune" / "bbc.jsonl").read_text().splitlines()]
+    assert sorted(r["update"] for r in rows) == [4, 8]
+    assert all(r["metric"] == "acc" and 0 <= r["test"] <= 100 and r["experts"] == 4 for r in rows)
+    assert not list((run / "finetune").glob("bbc-u*/*.pt"))  # fine-tuned checkpoints removed once scored
+    again = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+
+
+def test_probe_under_expert_parallelism_matches_offline(pretrain_data, tmp_path):
+    """2 gloo ranks, 2 experts each: every rank scores the same points (the all-to-alls line up), only
+    rank 0 writes, and the rows equal the offline probe of the saved (per-rank) checkpoint."""
+    from . import ep_harness as H
+
+    argv = [pretrain_data[0], "--user-dir", ROOT / "fairseq_switch", "--task", "span_corruption",
+            "--input-length", "64", *DIMS, "--arch", "switch_tiny", "--moe-expert-count", "4",
+            "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "3e-3", "--max-tokens", "512",
+            "--max-update", "2", "--validate-interval-updates", "2", "--no-epoch-checkpoints", "--save-dir", tmp_path,
+            "--log-format", "json", "--log-interval", "1", "--no-progress-bar", "--num-workers", "0", "--seed", "1",
+            "--cpu", *PROBE, "--probe-points", "4"]
+    rc, out, err = H.run_process_group(H.fairseq_train_cmd(argv, 2), cwd=ROOT)
+    assert rc == 0, out[-3000:] + err[-3000:]
+    assert "expert parallelism: 2 ranks, 2 expert(s) per rank" in out + err
+    rows = P.read_rows(str(tmp_path / "probe" / "bbc.jsonl"))
+    assert len(rows) == 1 and rows[0]["update"] == 2 and len(rows[0]["value"]) == 4
+    script = [sys.executable, ROOT / "scripts" / "probe_checkpoints.py", *PROBE, "--probe-points", "4", "--cpu",
+              "--out", tmp_path / "offline", tmp_path / "checkpoint_last.pt"]
+    res = subprocess.run([str(c) for c in script], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    offline = P.read_rows(str(tmp_path / "offline" / "bbc.jsonl"))[0]
+    np.testing.assert_allclose(offline["value"], rows[0]["value"], atol=1e-5)
+    np.testing.assert_allclose(offline["ll"], rows[0]["ll"], atol=1e-5)

@@ -220,6 +220,25 @@ def test_polyfit_coefficients():
         ps.select_by_polyfit(T[0], 1)
 
 
+def test_polyfit_per_run_segments():
+    """Two runs side by side: each is fitted on its own steps and the coefficients are concatenated."""
+    x = np.linspace(-1, 1, 4)
+    a = np.stack([0.5 + 0.2 * x - 0.1 * x ** 2, 0.3 - 0.4 * x])
+    b = np.stack([0.1 + 0.3 * x, 0.9 - 0.2 * x ** 2])
+    got = ps.polyfit_coefficients(np.hstack([a, b]), 2, segments=[4, 4])
+    np.testing.assert_allclose(got, np.hstack([ps.polyfit_coefficients(a, 2), ps.polyfit_coefficients(b, 2)]),
+                               atol=1e-12)
+    steps = [125, 250, 500, 1000, 10, 20, 30, 40]  # each run's own steps, normalised within the run
+    u = (np.array(steps[:4]) - 125) / 875 * 2 - 1
+    lin = np.hstack([0.5 + 0.2 * u[None], 0.5 + 0.2 * np.linspace(-1, 1, 4)[None]])
+    np.testing.assert_allclose(ps.polyfit_coefficients(lin, 1, steps, [4, 4]), [[0.5, 0.2, 0.5, 0.2]], atol=1e-12)
+    with pytest.raises(ValueError, match="must be positive and sum to the 8 checkpoints"):
+        ps.polyfit_coefficients(np.hstack([a, b]), 1, segments=[4, 3])
+    with pytest.raises(ValueError, match="needs at least 3 checkpoints per run, got 2"):
+        ps.polyfit_coefficients(np.hstack([a, b]), 2, segments=[6, 2])
+    assert ps.select_by_polyfit(np.hstack([a, b]), 1, segments=[4, 4]).size == 1
+
+
 # ----------------------------------------------------------------------------- budget across tasks
 
 
