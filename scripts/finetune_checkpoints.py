@@ -14,7 +14,8 @@ already there are skipped.
 
 Classification tasks (meta.json "task": "classification") are scored by accuracy with greedy
 decoding; others by ROUGE-2 with beam 4. --jobs runs that many fine-tunes at once, each with
-OMP_NUM_THREADS = cores / jobs.
+OMP_NUM_THREADS = cores / jobs (or
+as set by the caller).
 """
 
 import argparse
@@ -68,6 +69,9 @@ def finetune_one(ckpt: str, info: dict, data: str, work: str, args, kind: str, t
     metric = "acc" if kind == "classification" else "rouge2"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     os.makedirs(work, exist_ok=True)
+    for name in os.listdir(work):  # an interrupted earlier try: fairseq would resume from its checkpoint_last
+        if name.endswith(".pt"):
+            os.remove(os.path.join(work, name))
     train = [os.path.join(bin_dir, "fairseq-train"), data, "--user-dir", os.path.join(ROOT, "fairseq_switch"),
              "--task", "text_to_text", "--arch", info["arch"], "--moe-expert-count", str(info["experts"]),
              *[a for k, v in info["shape"].items() for a in ("--" + k.replace("_", "-"), str(v))],
@@ -160,7 +164,10 @@ def main(argv=None) -> int:
                     raise SystemExit(f"error: preparing {folder} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
                 prepared[info["data"]] = out
             todo.append((ckpt, info, prepared[info["data"]], rows))
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    # each job's threads: OMP_NUM_THREADS if the caller set it, else the cores shared among the jobs
+    # (more threads than cores makes OpenMP spin: on 2 cores, three 2-thread jobs ran at 0.2 updates/s
+    # each, two 1-thread jobs at 1.3-1.9)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     with futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         jobs = {}
         for ckpt, info, data, rows in todo:

@@ -79,7 +79,14 @@ def finetune_file(run: Path, task: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def load_sweep(paths: Sequence[Path], tasks: Sequence[str], finetune_task: Optional[str]):
+def finetuned_value(row: dict, key: str) -> float:
+    """The fine-tuned score of one row: its test score, its peak validation score, or their mean."""
+    if key == "mean":
+        return 0.5 * (float(row["test"]) + float(row["valid_best"]))
+    return float(row[key])
+
+
+def load_sweep(paths: Sequence[Path], tasks: Sequence[str], finetune_task: Optional[str], finetuned_key: str = "test"):
     """Points (checkpoints with upstream, probe and, if any, fine-tuned scores) and per-task trajectories."""
     points: List[Point] = []
     per_task: Dict[str, list] = {t: [] for t in tasks}
@@ -100,7 +107,7 @@ def load_sweep(paths: Sequence[Path], tasks: Sequence[str], finetune_task: Optio
             if f is None:
                 raise SystemExit(f"error: no fine-tuned scores in {run_dir}/finetune/{finetune_task}.jsonl; run "
                                  f"scripts/finetune_checkpoints.py on this run's checkpoints (or leave out --finetune-task)")
-            ft = {int(r["update"]): float(r["test"]) for r in _rows(f)}
+            ft = {int(r["update"]): finetuned_value(r, finetuned_key) for r in _rows(f)}
         updates = sorted(u for u in upstream if all(u in probes[t] for t in tasks) and (not ft or u in ft))
         if not updates:
             raise SystemExit(f"error: {run_dir}: no update has upstream, probe{' and fine-tuned' if ft else ''} scores "
@@ -297,7 +304,8 @@ def report(points, probes, segments, task, score, budgets, draws) -> dict:
 def markdown(res: dict) -> str:
     lines = [f"# Upstream, zero-shot probe and fine-tuned quality: {res['task']}", "",
              f"{len(res['points'])} checkpoints; probe pool {res['pool']} points; probe score = "
-             f"{'mean confidence in the gold label' if res['score'] == 'conf' else res['score']}.", "",
+             f"{'mean confidence in the gold label' if res['score'] == 'conf' else res['score']}; fine-tuned = "
+             f"{ {'test': 'test split', 'valid_best': 'peak validation', 'mean': 'mean of test and peak validation'}[res.get('finetuned_key', 'test')] }.", "",
              "| run | experts | update | upstream neg. log ppl | probe (all points) | fine-tuned |",
              "|---|---|---|---|---|---|"]
     for p, s in zip(res["points"], res["probe_full"]):
@@ -356,6 +364,9 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", type=Path, help="pretraining job folders (or a sweep folder holding them)")
     p.add_argument("--task", required=True, help="probe task name(s), comma-separated (the <task>.jsonl names)")
     p.add_argument("--finetune-task", default=None, help="fine-tuned scores to predict (default: the first --task)")
+    p.add_argument("--finetuned", choices=("test", "valid_best", "mean"), default="test",
+                   help="fine-tuned score to predict: test split (default), peak validation, or their mean "
+                        "(twice the examples, so less sampling noise)")
     p.add_argument("--score", choices=("conf", "acc", "ll"), default="conf",
                    help="probe score of a checkpoint: mean gold-label confidence (default), accuracy, or mean ll")
     p.add_argument("--budgets", default="16,64,256", help="probe budgets to compare (default 16,64,256)")
@@ -386,12 +397,13 @@ def main(argv=None) -> int:
         return 0
 
     ft_task = args.finetune_task or tasks[0]
-    points, probes, segments = load_sweep(args.runs, tasks, ft_task)
+    points, probes, segments = load_sweep(args.runs, tasks, ft_task, args.finetuned)
     if len(points) < 3:
         raise SystemExit(f"error: {len(points)} checkpoint(s) with all scores; correlations need at least 3")
     if args.score == "acc" and probes[tasks[0]].correct is None:
         raise SystemExit(f"error: --score acc needs a classification task; {tasks[0]} is {probes[tasks[0]].kind}")
     res = report(points, probes, segments, tasks[0], args.score, budgets, args.draws)
+    res["finetuned_key"] = args.finetuned
     text = markdown(res)
     print(text)
     if args.out:
