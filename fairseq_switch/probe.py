@@ -90,6 +90,7 @@ class ProbeTask:
     labels: List[str] = field(default_factory=list)        # classification: the candidates
     candidates: List[torch.Tensor] = field(default_factory=list)
     gold_label: Optional[np.ndarray] = None                # classification: index into labels
+    weights: Optional[np.ndarray] = None   # pool points each point stands for (a weighted selection)
 
 
 @dataclass
@@ -104,13 +105,16 @@ class ProbeResult:
     value: np.ndarray                  # confidence in the gold label (classification) or ll
     correct: Optional[np.ndarray] = None
     scores: Optional[np.ndarray] = None  # [points, labels] summed candidate log-likelihoods
+    weights: Optional[np.ndarray] = None
 
     def metrics(self) -> Dict[str, float]:
-        """Task-level scores, as logged: acc (%), conf (mean gold probability), ll."""
-        out = {"ll": float(self.ll.mean())}
+        """Task-level scores, as logged: acc (%), conf (mean gold probability), ll; weighted means when
+        the points come from a weighted selection (each counts for the pool points it stands for)."""
+        w = self.weights
+        out = {"ll": float(np.average(self.ll, weights=w))}
         if self.kind == "classification":
-            out["acc"] = 100.0 * float(self.correct.mean())
-            out["conf"] = float(self.value.mean())
+            out["acc"] = 100.0 * float(np.average(self.correct, weights=w))
+            out["conf"] = float(np.average(self.value, weights=w))
         return out
 
     def row(self, **extra) -> dict:
@@ -118,6 +122,8 @@ class ProbeResult:
                  value=_round(self.value), ll=_round(self.ll), metrics=self.metrics())
         if self.correct is not None:
             r["correct"] = self.correct.astype(int).tolist()
+        if self.weights is not None:
+            r["weights"] = self.weights.tolist()
         return r
 
 
@@ -236,18 +242,24 @@ def load_probe_task(name: str, folder: str, encoder: Encoder, split: str = "vali
         raise ValueError(f"--probe: {path} holds no examples")
     inputs, targets = [p[0] for p in pairs], [p[1].strip() for p in pairs]
     n = len(pairs)
+    weights = None
     if selection is not None:
         idx = np.asarray(selection["indices"], dtype=np.int64)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
             raise ValueError(f"--probe-select: task {name}: indices must lie in 0..{n - 1} (the {n} examples of "
                              f"{path}); the selection was made on other data")
+        if selection.get("weights") is not None:
+            weights = np.asarray(selection["weights"], dtype=np.float64)
+            if weights.shape != idx.shape or weights.min() < 0 or weights.sum() <= 0:
+                raise ValueError(f"--probe-select: task {name}: weights must be {idx.size} non-negative numbers "
+                                 f"(one per index), not all zero")
     elif points and points < n:
         idx = np.sort(np.random.default_rng([seed, 7]).choice(n, size=points, replace=False))
     else:
         idx = np.arange(n)
     kind = task_kind(folder, targets)
     task = ProbeTask(name, kind, split, idx, [encoder.source(inputs[i]) for i in idx],
-                     [encoder.target(targets[i]) for i in idx])
+                     [encoder.target(targets[i]) for i in idx], weights=weights)
     if kind == "classification":
         task.labels = sorted(set(targets))
         task.candidates = [encoder.target(label) for label in task.labels]
@@ -290,7 +302,7 @@ def run_probe(model, dictionary, task: ProbeTask, batch_size: int = 64) -> Probe
         gold_sum, gold_n = score_pairs(model, dictionary, task.sources, task.gold, batch_size)
         ll = gold_sum / gold_n
         if task.kind != "classification":
-            return ProbeResult(task.name, task.kind, task.split, task.indices, ll, ll)
+            return ProbeResult(task.name, task.kind, task.split, task.indices, ll, ll, weights=task.weights)
         n, c = len(task.sources), len(task.candidates)
         srcs = [s for s in task.sources for _ in range(c)]
         cands = [t for _ in range(n) for t in task.candidates]
@@ -302,7 +314,7 @@ def run_probe(model, dictionary, task: ProbeTask, batch_size: int = 64) -> Probe
         # ties (identical candidates' scores) count as wrong: an undecided model has not ranked the gold first
         correct = (scores[rows, task.gold_label] > np.where(np.eye(c, dtype=bool)[task.gold_label], -np.inf,
                                                             scores).max(axis=1))
-        return ProbeResult(task.name, task.kind, task.split, task.indices, ll, conf, correct, scores)
+        return ProbeResult(task.name, task.kind, task.split, task.indices, ll, conf, correct, scores, task.weights)
     finally:
         model.train(was_training)
 

@@ -361,29 +361,46 @@ def select_random(n: int, budget: int, seed: Optional[int] = 0) -> np.ndarray:
     return np.sort(rng.choice(int(n), size=min(k, int(n)), replace=False)).astype(np.int64)
 
 
-def select_by_correlation(T, budget: int, seed: Optional[int] = 0) -> np.ndarray:
+def select_by_correlation(T, budget: int, seed: Optional[int] = 0, with_weights: bool = False):
     """SELECT with the O(n^2) pairwise trajectory correlations: cluster the points into
     min(budget, n) groups that move together (`cluster_by_correlation`) and keep each group's medoid,
     its member most correlated with the rest of the group. Sorted unique indices.
+
+    with_weights: also return each medoid's cluster size (the number of pool points it stands for,
+    summing to n). A plain mean over the medoids counts a cluster of 2 odd points as much as one of
+    500 ordinary ones; weighting by size makes the selected points' mean estimate the whole pool's
+    (stratified sampling, one point per stratum).
 
     `seed` is accepted for a uniform selector interface and ignored: average-linkage clustering and
     the medoid choice (ties to the lowest index) involve no randomness."""
     k = _budget(budget)
     C = trajectory_correlations(T)
-    return _medoids(C, _agglomerate(C, k))
+    labels = _agglomerate(C, k)
+    reps = _medoids(C, labels)
+    if not with_weights:
+        return reps
+    return reps, np.bincount(labels)[labels[reps]].astype(np.float64)
 
 
 def select_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
-                      steps: Optional[Sequence[float]] = None, segments: Optional[Sequence[int]] = None) -> np.ndarray:
+                      steps: Optional[Sequence[float]] = None, segments: Optional[Sequence[int]] = None,
+                      with_weights: bool = False):
     """SELECT with the O(n) polynomial summary: fit each trajectory with a degree-`degree` polynomial
     over normalised checkpoint positions (`steps`, evenly spaced if None), k-means the coefficient
     vectors into min(budget, n) clusters (seeded), keep the point closest to each centroid. Sorted
-    unique indices."""
+    unique indices.
+
+    with_weights: also return how many pool points each selected point stands for: the points whose
+    coefficients lie nearest to it (its k-means cell, also when an empty or exhausted cluster made
+    the representatives depart from the clusters); they sum to n."""
     k = _budget(budget)
     labels, centroids, coefs = cluster_by_polyfit(T, k, seed, degree, steps, segments)
-    if k >= coefs.shape[0]:
-        return np.arange(coefs.shape[0], dtype=np.int64)
-    return _closest_to_centroids(coefs, labels, centroids)
+    n = coefs.shape[0]
+    reps = np.arange(n, dtype=np.int64) if k >= n else _closest_to_centroids(coefs, labels, centroids)
+    if not with_weights:
+        return reps
+    nearest = np.argmin(((coefs[:, None, :] - coefs[reps][None, :, :]) ** 2).sum(-1), axis=1)
+    return reps, np.bincount(nearest, minlength=reps.size).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- budget across tasks

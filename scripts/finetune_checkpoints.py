@@ -6,8 +6,9 @@ The fine-tuned side of the upstream/downstream study (SPEC §9, appendix E): for
 checkpoint's architecture and expert count, `--finetune-from-model`), keeps the checkpoint with the
 best validation score (validated every --validate-every updates), decodes the test split with
 fairseq-generate and scores it with scripts/score_generations.py. One row per checkpoint is appended
-to <run>/finetune/<task>.jsonl: {"update", "checkpoint", "metric", "test", "valid_best"}. Checkpoints
-already there are skipped.
+to <run>/finetune/<task>.jsonl: {"update", "checkpoint", "metric", "test", "valid_best", "valid_nlp"}
+(valid_nlp: the best validation negative log perplexity of the gold targets). Checkpoints already
+there are skipped; --refresh recomputes the log-derived fields of existing rows.
 
     python scripts/finetune_checkpoints.py --task bbc-topic=data/downstream/bbc-topic --prefix "classify: " \\
         --updates 300 --jobs 2 runs/ud/pre_e0 runs/ud/pre_e8
@@ -56,6 +57,12 @@ def checkpoint_info(path: str) -> dict:
             "data": str(get(cfg["task"], "data")).split(os.pathsep)[0]}
 
 
+def run_dir_of(ckpt: str) -> str:
+    """The run a checkpoint belongs to: the folder above checkpoints/, else the checkpoint's folder."""
+    folder = os.path.dirname(os.path.abspath(ckpt))
+    return os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
+
+
 def done_updates(rows_file: str) -> set:
     if not os.path.isfile(rows_file):
         return set()
@@ -92,11 +99,6 @@ def finetune_one(ckpt: str, info: dict, data: str, work: str, args, kind: str, t
         rc = subprocess.call(train, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     if rc:
         raise RuntimeError(f"fine-tuning {ckpt} failed (exit {rc}); see {work}/train.log")
-    best = None
-    with open(os.path.join(work, "train.log")) as f:
-        for line in f:
-            if '"valid_best_' + metric + '"' in line:
-                best = float(json.loads(line[line.index("{"):])["valid_best_" + metric])
     beam = "1" if metric == "acc" else "4"
     gen = [os.path.join(bin_dir, "fairseq-generate"), data, "--user-dir", os.path.join(ROOT, "fairseq_switch"),
            "--task", "text_to_text", "--path", os.path.join(work, "checkpoint_best.pt"), "--gen-subset", "test",
@@ -119,7 +121,34 @@ def finetune_one(ckpt: str, info: dict, data: str, work: str, args, kind: str, t
             if name.endswith(".pt"):
                 os.remove(os.path.join(work, name))
     return {"update": info["update"], "checkpoint": ckpt, "experts": info["experts"], "metric": metric,
-            "test": test, "valid_best": best}
+            "test": test, **log_scores(os.path.join(work, "train.log"), metric)}
+
+
+def log_scores(train_log: str, metric: str) -> dict:
+    """From a fine-tuning log: the peak validation score (`valid_best`) and the best validation negative
+    log perplexity of the gold targets (`valid_nlp`): a continuous score, far less noisy than an
+    accuracy on 150 examples."""
+    sys.path.insert(0, ROOT)
+    from fairseq_switch.logs import json_records
+
+    with open(train_log, errors="replace") as f:
+        recs = json_records(f, "valid")
+    scores = [r[metric] for r in recs if isinstance(r.get(metric), float)]
+    nlp = [r["neg_log_perplexity"] for r in recs if isinstance(r.get("neg_log_perplexity"), float)]
+    return {"valid_best": max(scores) if scores else None, "valid_nlp": max(nlp) if nlp else None}
+
+
+def refresh(rows_file: str, work_root: str, name: str) -> int:
+    """Recompute the log-derived fields of existing rows from their kept fine-tuning logs."""
+    with open(rows_file, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        log = os.path.join(work_root, f"{name}-u{r['update']}", "train.log")
+        if os.path.isfile(log):
+            r.update(log_scores(log, r.get("metric", "acc")))
+    with open(rows_file, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return len(rows)
 
 
 def main(argv=None) -> int:
@@ -132,6 +161,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--jobs", type=int, default=1, help="fine-tunes run at once (default 1)")
+    p.add_argument("--refresh", action="store_true", help="only recompute the log-derived scores (valid_best, "
+                                                          "valid_nlp) of rows already written, from their logs")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the fine-tuned checkpoints (default: "
                                                                    "deleted once scored; the logs stay)")
     args = p.parse_args(argv)
@@ -143,12 +174,18 @@ def main(argv=None) -> int:
         with open(meta) as f:
             kind = "classification" if json.load(f).get("task") == "classification" else "generation"
 
+    if args.refresh:
+        runs = {run_dir_of(c) for t in args.checkpoints for c in checkpoints_of(t)}
+        for run in sorted(runs):
+            rows = os.path.join(run, "finetune", f"{name}.jsonl")
+            if os.path.isfile(rows):
+                print(f"[finetune] {rows}: {refresh(rows, os.path.dirname(rows), name)} rows refreshed", flush=True)
+        return 0
     todo, prepared = [], {}
     for target in args.checkpoints:
         for ckpt in checkpoints_of(target):
             info = checkpoint_info(ckpt)
-            run = os.path.dirname(os.path.dirname(os.path.abspath(ckpt))) \
-                if os.path.basename(os.path.dirname(ckpt)) == "checkpoints" else os.path.dirname(os.path.abspath(ckpt))
+            run = run_dir_of(ckpt)
             rows = os.path.join(run, "finetune", f"{name}.jsonl")
             if info["update"] in done_updates(rows):
                 print(f"[finetune] {ckpt} (update {info['update']}): already in {rows}, skipped", flush=True)

@@ -38,7 +38,8 @@ from scaling_report import collect_paths, experts_label, read_run  # noqa: E402
 
 sel = load_plugin_module("probe_selection")
 
-METHODS = ("random", "correlation", "polyfit")
+# "-weighted": each selected point counts as many pool points as its cluster holds (stratified estimate)
+METHODS = ("random", "correlation", "polyfit", "correlation-weighted", "polyfit-weighted")
 
 
 @dataclass
@@ -77,6 +78,10 @@ def probe_file(run: Path, task: str) -> Path:
 def finetune_file(run: Path, task: str) -> Optional[Path]:
     path = run / "finetune" / f"{task}.jsonl"
     return path if path.is_file() else None
+
+
+FINETUNED_KEYS = {"test": "test split", "valid_best": "peak validation", "mean": "mean of test and peak validation",
+                  "valid_nlp": "best validation neg. log perplexity of the gold targets"}
 
 
 def finetuned_value(row: dict, key: str) -> float:
@@ -142,20 +147,26 @@ def _corr(x, y) -> dict:
     return {"pearson": r, "pearson_p": p, "spearman": rho, "spearman_p": q}
 
 
-def subset_score(tp: TaskProbe, idx: np.ndarray, score: str) -> np.ndarray:
-    """The probe's score of each checkpoint on the points `idx`: mean confidence, accuracy or ll."""
+def subset_score(tp: TaskProbe, idx: np.ndarray, score: str, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """The probe's score of each checkpoint on the points `idx` (weighted by `weights` if given): mean
+    confidence, accuracy or ll."""
     src = {"acc": tp.correct, "ll": tp.ll}.get(score, tp.values)
-    return src[idx].mean(axis=0)
+    return np.average(src[idx], axis=0, weights=weights)
 
 
-def select(method: str, tp: TaskProbe, budget: int, seed: int, segments) -> np.ndarray:
+def select(method: str, tp: TaskProbe, budget: int, seed: int, segments):
+    """(indices, weights or None) chosen by `method` from the task's trajectories."""
     n = tp.values.shape[0]
-    if method == "random":
-        return sel.select_random(n, budget, seed)
-    if method == "correlation":
-        return sel.select_by_correlation(tp.values, budget)
-    degree = max(0, min(2, min(segments) - 1))
-    return sel.select_by_polyfit(tp.values, budget, seed, degree=degree, segments=segments)
+    weighted = method.endswith("-weighted")
+    base = method[: -len("-weighted")] if weighted else method
+    if base == "random":
+        return sel.select_random(n, budget, seed), None
+    if base == "correlation":
+        out = sel.select_by_correlation(tp.values, budget, with_weights=weighted)
+    else:
+        degree = max(0, min(2, min(segments) - 1))
+        out = sel.select_by_polyfit(tp.values, budget, seed, degree=degree, segments=segments, with_weights=weighted)
+    return out if weighted else (out, None)
 
 
 def evaluate_budget(tp: TaskProbe, target: np.ndarray, budget: int, segments, score: str, draws: int,
@@ -163,11 +174,11 @@ def evaluate_budget(tp: TaskProbe, target: np.ndarray, budget: int, segments, sc
     """Per method: correlation with `target` (fine-tuned), ranking Spearman, top-1, fidelity to the full pool."""
     out = {}
     for method in METHODS:
-        seeds = range(draws) if method == "random" else range(5) if method == "polyfit" else range(1)
+        seeds = range(draws) if method == "random" else range(5) if method.startswith("polyfit") else range(1)
         rs, rhos, top1, fidelity = [], [], [], []
         for s in seeds:
-            idx = select(method, tp, budget, s, segments)
-            x = subset_score(tp, idx, score)
+            idx, w = select(method, tp, budget, s, segments)
+            x = subset_score(tp, idx, score, w)
             c = _corr(x, target)
             rs.append(c.get("pearson", np.nan))
             rhos.append(c.get("spearman", np.nan))
@@ -181,7 +192,7 @@ def evaluate_budget(tp: TaskProbe, target: np.ndarray, budget: int, segments, sc
                        "undefined": int(np.isnan(rs).sum())}
         if method == "random":
             out[method]["spearman_all"] = rhos.tolist()
-    for method in ("correlation", "polyfit"):
+    for method in METHODS[1:]:
         rnd = np.array(out["random"]["spearman_all"])
         rnd = rnd[~np.isnan(rnd)]
         if rnd.size:  # where the selected points' Spearman falls among the random draws'
@@ -209,7 +220,8 @@ def model_ranking(points: List[Point], probe_score: np.ndarray) -> Optional[dict
     return out
 
 
-def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result: dict, out: Path) -> List[Path]:
+def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result: dict, out: Path,
+         finetuned_key: str = "test") -> List[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,7 +243,7 @@ def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result
         for (_, p), x, y in zip(sub, xs, ys):
             axes[0].annotate(str(p.update), (x, y), fontsize=6, alpha=0.6)
     axes[0].set_xlabel("upstream neg. log perplexity (valid)")
-    axes[0].set_ylabel(f"fine-tuned {task} (test)")
+    axes[0].set_ylabel(f"fine-tuned {task}: {FINETUNED_KEYS[finetuned_key]}", fontsize=8)
     axes[0].set_title("Upstream vs downstream (appendix E, Fig. 13)")
     axes[1].set_xlabel("zero-shot probe score (all pool points)")
     axes[1].set_title("Zero-shot probe vs downstream")
@@ -246,7 +258,7 @@ def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result
 
     fig, ax = plt.subplots(figsize=(5, 4))
     budgets = sorted(budgets_result)
-    for method, style in (("random", "o-"), ("correlation", "s-"), ("polyfit", "^-")):
+    for method, style in zip(METHODS, ("o-", "s-", "^-", "s--", "^--")):
         m = [budgets_result[b][method]["spearman"] for b in budgets]
         ax.plot(budgets, m, style, label=method)
         if method == "random":
@@ -305,7 +317,7 @@ def markdown(res: dict) -> str:
     lines = [f"# Upstream, zero-shot probe and fine-tuned quality: {res['task']}", "",
              f"{len(res['points'])} checkpoints; probe pool {res['pool']} points; probe score = "
              f"{'mean confidence in the gold label' if res['score'] == 'conf' else res['score']}; fine-tuned = "
-             f"{ {'test': 'test split', 'valid_best': 'peak validation', 'mean': 'mean of test and peak validation'}[res.get('finetuned_key', 'test')] }.", "",
+             f"{FINETUNED_KEYS[res.get('finetuned_key', 'test')]}.", "",
              "| run | experts | update | upstream neg. log ppl | probe (all points) | fine-tuned |",
              "|---|---|---|---|---|---|"]
     for p, s in zip(res["points"], res["probe_full"]):
@@ -353,9 +365,11 @@ def write_selection(probes: Dict[str, TaskProbe], segments, budget: int, method:
     share = sel.split_budget(trajs, budget) if len(trajs) > 1 else {t: min(budget, v.shape[0]) for t, v in trajs.items()}
     out = {}
     for t, tp in probes.items():
-        idx = select(method, tp, share[t], seed, segments)
+        idx, w = select(method, tp, share[t], seed, segments)
         out[t] = {"split": tp.split, "indices": [int(tp.indices[i]) for i in idx], "method": method,
                   "budget": share[t]}
+        if w is not None:
+            out[t]["weights"] = [float(x) for x in w]
     return out
 
 
@@ -364,9 +378,10 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", type=Path, help="pretraining job folders (or a sweep folder holding them)")
     p.add_argument("--task", required=True, help="probe task name(s), comma-separated (the <task>.jsonl names)")
     p.add_argument("--finetune-task", default=None, help="fine-tuned scores to predict (default: the first --task)")
-    p.add_argument("--finetuned", choices=("test", "valid_best", "mean"), default="test",
-                   help="fine-tuned score to predict: test split (default), peak validation, or their mean "
-                        "(twice the examples, so less sampling noise)")
+    p.add_argument("--finetuned", choices=tuple(FINETUNED_KEYS), default="test",
+                   help="fine-tuned score to predict: test split (default), peak validation, their mean (twice the "
+                        "examples, so less sampling noise), or the best validation neg. log perplexity of the gold "
+                        "targets (continuous: the least noisy)")
     p.add_argument("--score", choices=("conf", "acc", "ll"), default="conf",
                    help="probe score of a checkpoint: mean gold-label confidence (default), accuracy, or mean ll")
     p.add_argument("--budgets", default="16,64,256", help="probe budgets to compare (default 16,64,256)")
@@ -413,7 +428,7 @@ def main(argv=None) -> int:
         for b in slim["budgets"].values():
             b["random"].pop("spearman_all", None)
         (args.out / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
-        for path in plot(points, np.array(res["probe_full"]), tasks[0], res["budgets"], args.out):
+        for path in plot(points, np.array(res["probe_full"]), tasks[0], res["budgets"], args.out, args.finetuned):
             print(f"wrote {path}")
     return 0
 

@@ -153,6 +153,20 @@ def test_point_subsets_and_selection_errors(encoder):
     assert picked.split == "test" and picked.indices.tolist() == [0, 5]
     with pytest.raises(ValueError, match="must lie in 0..149"):
         P.load_probe_task("bbc", str(BBC), encoder, "valid", selection={"indices": [3, 150]})
+    with pytest.raises(ValueError, match="weights must be 2 non-negative numbers"):
+        P.load_probe_task("bbc", str(BBC), encoder, "valid", selection={"indices": [3, 4], "weights": [1]})
+
+
+def test_weighted_selection_weights_the_metrics():
+    d = make_dictionary(4)
+    cands = [_t(4, 2), _t(5, 2)]
+    task = P.ProbeTask("t", "classification", "valid", np.arange(2), [_t(7, 2), _t(7, 2)], [cands[0], cands[1]],
+                       labels=["a", "b"], candidates=cands, gold_label=np.array([0, 1]), weights=np.array([3.0, 1.0]))
+    res = P.run_probe(TableModel([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), d, task)
+    assert res.correct.tolist() == [True, False]
+    m = res.metrics()
+    assert m["acc"] == pytest.approx(75.0) and m["conf"] == pytest.approx(0.75 * res.value[0] + 0.25 * res.value[1])
+    assert res.row()["weights"] == [3.0, 1.0]
 
 
 # -- through fairseq-train and the scripts -----------------------------------------------------------
@@ -285,6 +299,11 @@ def test_upstream_downstream_report(tmp_path):
                     str(sel_file), "--budget", "7", "--method", "polyfit"]) == 0
     chosen = json.loads(sel_file.read_text())["t"]
     assert chosen["split"] == "valid" and len(set(chosen["indices"])) == 7 and max(chosen["indices"]) < 40
+    assert "weights" not in chosen
+    assert ud.main([str(tmp_path / "dense"), str(tmp_path / "switch"), "--task", "t", "--write-selection",
+                    str(sel_file), "--budget", "7", "--method", "correlation-weighted"]) == 0
+    chosen = json.loads(sel_file.read_text())["t"]
+    assert len(chosen["weights"]) == 7 and sum(chosen["weights"]) == 40
 
 
 def test_report_refuses_mismatched_points(tmp_path):
@@ -313,9 +332,15 @@ def test_finetune_checkpoints_writes_one_row_per_update(probed_run, tmp_path):
     rows = [json.loads(x) for x in (run / "finetune" / "bbc.jsonl").read_text().splitlines()]
     assert sorted(r["update"] for r in rows) == [4, 8]
     assert all(r["metric"] == "acc" and 0 <= r["test"] <= 100 and r["experts"] == 4 for r in rows)
+    assert all(0 <= r["valid_best"] <= 100 and r["valid_nlp"] < 0 for r in rows)
     assert not list((run / "finetune").glob("bbc-u*/*.pt"))  # fine-tuned checkpoints removed once scored
     again = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2
+    rows_file = run / "finetune" / "bbc.jsonl"
+    rows_file.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "valid_nlp"}) + "\n" for r in rows))
+    fresh = subprocess.run([str(c) for c in cmd + ["--refresh"]], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert fresh.returncode == 0 and "2 rows refreshed" in fresh.stdout
+    assert [json.loads(x) for x in rows_file.read_text().splitlines()] == rows  # recomputed from the kept logs
 
 
 def test_probe_under_expert_parallelism_matches_offline(pretrain_data, tmp_path):

@@ -299,3 +299,20 @@ def test_split_budget_errors():
     with pytest.raises(ValueError, match="same checkpoints"):
         ps.split_budget({"a": np.ones((3, 4)), "b": np.ones((3, 5))}, 3)
     assert ps.split_budget({"only": np.random.default_rng(0).random((5, 4))}, 4) == {"only": 4}
+
+
+@pytest.mark.parametrize("method", ["correlation", "polyfit"])
+def test_selection_weights_are_cluster_sizes(method):
+    """Planted clusters of sizes 5, 10, 20, 45: one point per cluster, weighted by its cluster's size."""
+    T, labels = planted(n_per=45, seed=3)
+    keep = np.concatenate([np.flatnonzero(labels == c)[:m] for c, m in enumerate([5, 10, 20, 45])])
+    T, labels = T[keep], labels[keep]
+    idx, w = SELECTORS[method](T, 4, 0, with_weights=True) if method == "correlation" else \
+        ps.select_by_polyfit(T, 4, 0, with_weights=True)
+    assert np.array_equal(idx, SELECTORS[method](T, 4, 0))  # same points as without weights
+    assert w.sum() == len(T) and sorted(labels[idx]) == [0, 1, 2, 3]
+    assert dict(zip(labels[idx].tolist(), w.tolist())) == {0: 5, 1: 10, 2: 20, 3: 45}
+    # the weighted mean of the selected trajectories tracks the pool's mean better than the plain mean
+    err_w = np.abs(np.average(T[idx], axis=0, weights=w) - T.mean(axis=0)).max()
+    err_plain = np.abs(T[idx].mean(axis=0) - T.mean(axis=0)).max()
+    assert err_w < err_plain
