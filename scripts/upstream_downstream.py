@@ -250,11 +250,7 @@ def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"upstream_downstream_{task}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out / f"upstream_downstream_{task}.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     budgets = sorted(budgets_result)
@@ -270,12 +266,15 @@ def plot(points: List[Point], probe_score: np.ndarray, task: str, budgets_result
     ax.set_title(f"Point selection ({task})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    written.append(_save(plt, fig, out / f"selection_{task}.png"))
+    return written
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / f"selection_{task}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
 
 
 def _fmt_corr(c: dict) -> str:
