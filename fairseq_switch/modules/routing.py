@@ -13,10 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .expert_parallel import world_sum
-
-
-# Standard deviation of a unit normal truncated to [-2, 2].
-_TRUNC_NORMAL_2SIGMA_STD = 0.87962566103423978
+from .init import scaled_trunc_normal_
 
 
 @dataclass
@@ -124,10 +121,7 @@ class Top1Router(nn.Module):
         self.reset_parameters(init_scale)
 
     def reset_parameters(self, init_scale: float = 0.1) -> None:
-        # Sec. 2.4: truncated normal whose std is sqrt(s / fan_in). Cutting a normal at +-2 sigma
-        # shrinks its std by 0.8796, so widen it first (as variance-scaling initializers do).
-        std = math.sqrt(init_scale / self.weight.shape[1]) / _TRUNC_NORMAL_2SIGMA_STD
-        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+        scaled_trunc_normal_(self.weight, init_scale, fan_in=self.weight.shape[1])
 
     def current_capacity_factor(self) -> Optional[float]:
         if self.no_drop:

@@ -25,23 +25,39 @@ import torch.nn as nn
 from fairscale.nn.moe.moe_layer import MOELayer, _AllToAll
 
 from .expert_parallel import ExpertLayout, expert_layout, note_layout, register_expert_grad_hooks
+from .init import scaled_trunc_normal_
 from .routing import RouterOutput, Top1Router, expert_capacity
 
 DISPATCH_CHOICES = ("index", "einsum")
 
 
 class ExpertFFN(nn.Module):
-    """One expert: fc1 -> activation -> expert dropout -> fc2 (same shapes as the dense FFN)."""
+    """One expert: fc1 -> activation -> expert dropout -> fc2 (same shapes as the dense FFN).
 
-    def __init__(self, embed_dim: int, ffn_dim: int, activation_fn: Callable, dropout: float, bias: bool = True):
+    `gated` is T5 v1.1's gated FFN: activation(fc1 x) * fc1_linear(x). `init_scale` s draws every
+    weight from the paper's truncated normal, std sqrt(s / fan_in) (Sec. 2.4); None keeps torch's.
+    """
+
+    def __init__(self, embed_dim: int, ffn_dim: int, activation_fn: Callable, dropout: float, bias: bool = True,
+                 gated: bool = False, init_scale: Optional[float] = None):
         super().__init__()
         self.fc1 = nn.Linear(embed_dim, ffn_dim, bias=bias)
+        self.fc1_linear = nn.Linear(embed_dim, ffn_dim, bias=bias) if gated else None
         self.fc2 = nn.Linear(ffn_dim, embed_dim, bias=bias)
         self.activation_fn = activation_fn
         self.dropout = nn.Dropout(dropout)
+        if init_scale is not None:
+            for lin in (self.fc1, self.fc1_linear, self.fc2):
+                if lin is not None:
+                    scaled_trunc_normal_(lin.weight, init_scale, fan_in=lin.in_features)
+                    if lin.bias is not None:
+                        nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(self.activation_fn(self.fc1(x))))
+        h = self.activation_fn(self.fc1(x))
+        if self.fc1_linear is not None:
+            h = h * self.fc1_linear(x)
+        return self.fc2(self.dropout(h))
 
 
 # Seconds spent in all-to-all exchanges (forward and backward) since the last `pop_a2a_seconds`.
@@ -141,6 +157,8 @@ class SwitchFFN(nn.Module):
         router_init_scale: float = 0.1,
         dispatch: str = "index",
         generation_no_drop: bool = True,
+        gated: bool = False,
+        expert_init_scale: Optional[float] = None,
     ):
         super().__init__()
         if dispatch not in DISPATCH_CHOICES:
@@ -163,7 +181,7 @@ class SwitchFFN(nn.Module):
         self.experts = _init_experts(
             num_experts,
             self.layout.local_expert_ids,
-            lambda: ExpertFFN(embed_dim, ffn_dim, activation_fn, expert_dropout, bias),
+            lambda: ExpertFFN(embed_dim, ffn_dim, activation_fn, expert_dropout, bias, gated, expert_init_scale),
         )
         for p in self.experts.parameters():
             p.expert = True  # excluded from the data-parallel all-reduce (SPEC §4)
@@ -278,8 +296,13 @@ class SwitchFFN(nn.Module):
         return f"experts={self.num_experts}, local={self.num_local_experts}, dispatch={self.dispatch}"
 
 
-def switch_layer_ids(num_layers: int, moe_freq: int) -> List[int]:
-    """0-based indices of the layers whose FFN is a Switch FFN: every moe_freq-th (paper: every 2nd)."""
+def switch_layer_ids(num_layers: int, moe_freq: int, t5_layout: bool = False) -> List[int]:
+    """0-based indices of the layers whose FFN is a Switch FFN, every moe_freq-th (paper: every 2nd).
+
+    The fairseq layout counts from the first layer (layers f-1, 2f-1, ..); the T5 layout uses
+    transformers' SwitchTransformers rule (layers 1, 1+f, 1+2f, ..; every layer for f = 1), so that
+    converted checkpoints keep their sparse layers. For f <= 2 the two agree.
+    """
     if moe_freq < 1:
         raise ValueError(f"--moe-freq must be >= 1, got {moe_freq}")
     if moe_freq > num_layers:
@@ -287,4 +310,5 @@ def switch_layer_ids(num_layers: int, moe_freq: int) -> List[int]:
             f"--moe-freq {moe_freq} is larger than the number of layers ({num_layers}): no FFN would be a "
             f"Switch FFN; use --moe-freq <= {num_layers}, or --moe-expert-count 0 for a dense model"
         )
-    return [i for i in range(num_layers) if (i + 1) % moe_freq == 0]
+    first = 1 % moe_freq if t5_layout else moe_freq - 1
+    return [i for i in range(num_layers) if i % moe_freq == first]
