@@ -14,11 +14,11 @@ Parameters
             expert. The router is active (every token uses it).
 
 FLOPs (forward, per token; a multiply-add is 2 FLOPs; matmuls only: layer norms, softmax,
-activations, bias adds, embedding lookups and positional embeddings are not counted)
+activations, bias adds, embedding lookups and positional embeddings or biases are not counted)
   nn.Linear(in, out) a token passes through      2 * in * out
   SwitchFFN                                      one expert's Linears; the router's 2 * d * E
                                                  is reported apart as "router FLOPs"
-  attention scores + weighted values             2 * 2 * L_kv * d per attention, with
+  attention scores + weighted values             2 * 2 * L_kv * heads * d_kv per attention, with
       encoder self-attention                     L_kv = src_len
       decoder self-attention (causal)            L_kv = tgt_len / 2, the average context of a
                                                  causal token (fairseq's training forward
@@ -100,6 +100,8 @@ def _stack_flops(stack: nn.Module, self_len: float, src_len: int, is_decoder: bo
     """Walk one stack (encoder or decoder) analytically. Returns per-token FLOPs split by who pays."""
     from fairseq.modules import MultiheadAttention
 
+    from fairseq_switch.modules.t5_layers import T5Attention
+
     SwitchFFN = _switch_ffn_class()
     own = 0.0  # per token of this stack
     src_side = 0.0  # per source token (decoder cross-attention K/V projections)
@@ -118,10 +120,11 @@ def _stack_flops(stack: nn.Module, self_len: float, src_len: int, is_decoder: bo
             # A token passes through exactly one expert: count experts[0]'s Linears only.
             own += sum(_linear_flops(l) for l in m.experts[0].modules() if isinstance(l, nn.Linear))
             skip.append(name)
-        elif isinstance(m, MultiheadAttention):
+        elif isinstance(m, (MultiheadAttention, T5Attention)):
             cross = is_decoder and m.encoder_decoder_attention
             L = src_len if cross else self_len
-            own += 2 * 2 * L * m.embed_dim  # q.k scores and attention-weighted values
+            inner = m.q_proj.out_features  # heads * d_kv (= d_model in the fairseq layout)
+            own += 2 * 2 * L * inner  # q.k scores and attention-weighted values
             for pname in ("q_proj", "out_proj"):
                 own += _linear_flops(getattr(m, pname))
             kv = _linear_flops(m.k_proj) + _linear_flops(m.v_proj)

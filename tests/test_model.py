@@ -10,13 +10,14 @@ from fairseq_switch.modules.switch_layer import SwitchFFN
 from tests.helpers import build, random_batch
 
 
-def test_every_second_ffn_is_switch_and_dense_twin_has_none():
-    _, _, model = build("switch_tiny", ["--encoder-layers", "4", "--decoder-layers", "4"])
+@pytest.mark.parametrize("layout, weights", [("t5", ("weight",)), ("fairseq", ("weight", "bias"))])
+def test_every_second_ffn_is_switch_and_dense_twin_has_none(layout, weights):
+    _, _, model = build("switch_tiny", ["--encoder-layers", "4", "--decoder-layers", "4", "--layout", layout])
     enc = [isinstance(l.fc1, SwitchFFN) for l in model.encoder.layers]
     dec = [isinstance(l.fc1, SwitchFFN) for l in model.decoder.layers]
     assert enc == [False, True, False, True] and dec == [False, True, False, True]
     assert all(f.num_experts == 8 for f in model.switch_ffns)
-    _, _, dense = build("t5_tiny", ["--encoder-layers", "4", "--decoder-layers", "4"])
+    _, _, dense = build("t5_tiny", ["--encoder-layers", "4", "--decoder-layers", "4", "--layout", layout])
     assert dense.switch_ffns == []
     # Every non-expert parameter of the Switch model exists, with its shape, in the dense twin.
     dense_shapes = {k: v.shape for k, v in dense.state_dict().items()}
@@ -25,7 +26,7 @@ def test_every_second_ffn_is_switch_and_dense_twin_has_none():
     # what the Switch model lacks is exactly the dense FFNs at the Switch positions
     assert set(dense_shapes) - set(shared) == {
         f"{side}.layers.{i}.{fc}.{w}" for side in ("encoder", "decoder") for i in (1, 3)
-        for fc in ("fc1", "fc2") for w in ("weight", "bias")
+        for fc in ("fc1", "fc2") for w in weights
     }
 
 

@@ -1,8 +1,10 @@
-"""Named architectures (SPEC §3, paper Table 9). Each T5 name is the dense twin of its Switch name:
-the same shapes with `--moe-expert-count 0`, so the pair is FLOP-matched (router aside).
+"""Named architectures (paper Table 9). Each T5 name is the dense twin of its Switch name: the same
+shapes with `--moe-expert-count 0`, so the pair is FLOP-matched (router aside).
 
-T5 v1.0 layout on fairseq's transformer: pre-norm layers, ReLU FFN, tied input/output
-embeddings (`--share-all-embeddings`, needs a joined dictionary), sinusoidal positions.
+By default they are built in T5 v1.0's layout (`--layout t5`, see `t5_layout.py`): relative position
+bias, RMS norms, no biases, ReLU FFN, tied input/output embeddings (`--share-all-embeddings`, needs a
+joined dictionary). `--layout fairseq` builds the same shapes from fairseq's transformer layers
+(pre-norm, sinusoidal positions, biases), the layout of checkpoints from before the T5 layout.
 """
 
 from fairseq.models import register_model_architecture
@@ -32,6 +34,7 @@ def _t5_layout(args, d_model, d_ff, heads, layers, experts):
         default(f"{side}_attention_heads", heads)
         default(f"{side}_layers", layers)
         default(f"{side}_normalize_before", True)
+    default("layout", "t5")
     default("activation_fn", "relu")
     default("share_all_embeddings", True)
     default("dropout", 0.1)

@@ -30,13 +30,53 @@ from omegaconf import OmegaConf
 from ..modules.expert_parallel import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
 from .student_init import FFN_INIT_CHOICES
+from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout
+from .t5_layout import T5Decoder, T5Encoder, build_t5_embedding
 
 logger = logging.getLogger(__name__)
 
 
+LAYOUT_CHOICES = ("fairseq", "t5")
+
+
 @dataclass
 class SwitchConfig(FairseqDataclass):
-    """Mixture-of-experts options; every other option is fairseq's transformer's."""
+    """Mixture-of-experts and T5-layout options; every other option is fairseq's transformer's."""
+
+    layout: ChoiceEnum(list(LAYOUT_CHOICES)) = field(
+        default="fairseq",
+        metadata={
+            "help": "t5: T5 v1.0's layout, which Switch keeps (relative position bias, RMS norm, no biases, no "
+            "embedding or attention scaling; the t5_*/switch_* architectures' default, and what converted T5/Switch "
+            "checkpoints use); fairseq: fairseq's transformer layers (sinusoidal positions, LayerNorm, biases), "
+            "the layout of checkpoints trained before the T5 layout existed"
+        },
+    )
+    attention_head_dim: Optional[int] = field(
+        default=None, metadata={"help": "T5 layout: d_kv per head (default d_model / heads; T5-3B/11B differ)"}
+    )
+    ffn_gated: bool = field(
+        default=False,
+        metadata={"help": "T5 layout: T5 v1.1's gated FFN, activation(fc1 x) * fc1_linear(x) (with "
+                          "--activation-fn gelu_accurate, transformers' gelu_new), in dense FFNs and experts"},
+    )
+    untied_lm_head: bool = field(
+        default=False,
+        metadata={"help": "T5 layout: an output projection of its own (T5 v1.1's lm_head) instead of the shared "
+                          "embedding, and no d_model^-0.5 rescaling of the decoder output"},
+    )
+    relative_attention_num_buckets: int = field(
+        default=32, metadata={"help": "T5 layout: relative position buckets per stack"}
+    )
+    relative_attention_max_distance: int = field(
+        default=128, metadata={"help": "T5 layout: distance from which all offsets share the last bucket"}
+    )
+    layer_norm_eps: float = field(default=1e-6, metadata={"help": "T5 layout: RMS norm epsilon"})
+    init_scale: float = field(
+        default=0.1,
+        metadata={"help": "T5 layout: every weight from a truncated normal with std sqrt(s / fan_in) (Sec. 2.4: "
+                          "s = 0.1; 1.0 is T5's); queries also carry T5's 1/sqrt(d_kv), embeddings std sqrt(s)"},
+    )
 
     moe_expert_count: int = field(
         default=0, metadata={"help": "experts per Switch FFN layer (N); 0 builds the dense twin"}
@@ -102,27 +142,6 @@ def _identity(x):
     return x
 
 
-def build_switch_ffn(cfg, embed_dim: int, ffn_dim: int) -> SwitchFFN:
-    expert_dropout = cfg.moe_expert_dropout
-    if expert_dropout is None:
-        expert_dropout = cfg.activation_dropout or getattr(cfg, "relu_dropout", 0.0) or 0.0
-    return SwitchFFN(
-        embed_dim,
-        ffn_dim,
-        cfg.moe_expert_count,
-        activation_fn=utils.get_activation_fn(activation=cfg.activation_fn),
-        expert_dropout=float(expert_dropout),
-        capacity_factor=cfg.moe_capacity_factor,
-        eval_capacity_factor=None if cfg.moe_eval_no_drop else cfg.moe_eval_capacity_factor,
-        min_capacity=cfg.moe_min_capacity,
-        jitter_eps=cfg.moe_jitter_eps,
-        batch_prioritized=cfg.moe_batch_prioritized,
-        router_init_scale=cfg.moe_router_init_scale,
-        dispatch=str(cfg.moe_dispatch),
-        generation_no_drop=not cfg.moe_gen_drop,
-    )
-
-
 def _swap_in_switch_ffn(layer: nn.Module, cfg, embed_dim: int, ffn_dim: int) -> SwitchFFN:
     """Replace a fairseq layer's fc1 -> act -> dropout -> fc2 by one SwitchFFN, keeping its forward."""
     if getattr(layer, "ffn_layernorm", None) is not None:
@@ -137,36 +156,14 @@ def _swap_in_switch_ffn(layer: nn.Module, cfg, embed_dim: int, ffn_dim: int) -> 
     return ffn
 
 
-class _SwitchHostMixin:
-    """Shared by the encoder and the decoder: which layers are Switch, and their routing context."""
-
-    def _init_switch_ids(self, cfg, num_layers: int) -> None:
-        self._switch_ids = (
-            set(switch_layer_ids(num_layers, cfg.moe_freq)) if cfg.moe_expert_count > 0 else set()
-        )
-        self._layers_built = 0
-
+class _FairseqLayoutHost(SwitchHostMixin):
     def _maybe_swap(self, layer, cfg, embed_dim: int, ffn_dim: int):
-        i = self._layers_built
-        self._layers_built += 1
-        if i in self._switch_ids:
+        if self._next_is_switch():
             _swap_in_switch_ffn(layer, cfg, embed_dim, ffn_dim)
         return layer
 
-    @property
-    def switch_ffns(self) -> List[SwitchFFN]:
-        return [m for m in self.modules() if isinstance(m, SwitchFFN)]
 
-    def _set_routing_context(self, tokens: torch.Tensor, no_drop: bool) -> None:
-        # fairseq layers see T x B x C; tokens are B x T.
-        mask = tokens.eq(self.padding_idx).t()
-        for ffn in self.switch_ffns:
-            ffn.last_routing = None  # a layer skipped by LayerDrop must not report a stale routing
-            ffn.padding_mask = mask
-            ffn.set_no_drop(no_drop or (ffn.generating and ffn.generation_no_drop))
-
-
-class SwitchTransformerEncoder(_SwitchHostMixin, TransformerEncoderBase):
+class SwitchTransformerEncoder(_FairseqLayoutHost, TransformerEncoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
         self._init_switch_ids(cfg, cfg.encoder.layers)
         TransformerEncoderBase.__init__(self, cfg, dictionary, embed_tokens, return_fc=return_fc)
@@ -180,7 +177,7 @@ class SwitchTransformerEncoder(_SwitchHostMixin, TransformerEncoderBase):
         return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
 
-class SwitchTransformerDecoder(_SwitchHostMixin, TransformerDecoderBase):
+class SwitchTransformerDecoder(_FairseqLayoutHost, TransformerDecoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
         self._init_switch_ids(cfg, cfg.decoder.layers)
         TransformerDecoderBase.__init__(
@@ -238,11 +235,23 @@ class SwitchTransformerModel(TransformerModel):
         return model
 
     @classmethod
+    def build_embedding(cls, args, dictionary, embed_dim, path=None):
+        if is_t5_layout(args):
+            if path:
+                raise ValueError("--encoder-embed-path/--decoder-embed-path are not supported with --layout t5")
+            return build_t5_embedding(args, dictionary, embed_dim)
+        return super().build_embedding(args, dictionary, embed_dim, path)
+
+    @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
+        if is_t5_layout(args):
+            return T5Encoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
         return SwitchTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
+        if is_t5_layout(args):
+            return T5Decoder(TransformerConfig.from_namespace(args), tgt_dict, embed_tokens)
         return SwitchTransformerDecoder(
             TransformerConfig.from_namespace(args),
             tgt_dict,
@@ -282,6 +291,8 @@ def dummy_batch_routing(model: nn.Module, is_dummy: bool):
 def validate_switch_args(args) -> None:
     """Clear errors for bad MoE settings, before anything is built."""
     set_switch_defaults(args)
+    if is_t5_layout(args):
+        validate_t5_args(args)
     n = args.moe_expert_count
     if n is None or n < 0:
         raise ValueError(f"--moe-expert-count must be >= 1 for a Switch model (or 0 for the dense twin), got {n}")
@@ -301,9 +312,24 @@ def validate_switch_args(args) -> None:
     if args.moe_expert_dropout is not None and not 0 <= args.moe_expert_dropout <= 1:
         raise ValueError(f"--moe-expert-dropout must be in [0, 1], got {args.moe_expert_dropout}; fine-tuning uses 0.4")
     # Raises for --moe-freq < 1 or larger than the number of layers.
-    switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq)
+    switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq, is_t5_layout(args))
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         check_expert_parallel_args(args, dist.get_world_size())
+
+
+def validate_t5_args(args) -> None:
+    if args.attention_head_dim is not None and args.attention_head_dim < 1:
+        raise ValueError(f"--attention-head-dim must be >= 1, got {args.attention_head_dim}")
+    if args.relative_attention_num_buckets < 4 or args.relative_attention_num_buckets % 2:
+        raise ValueError(f"--relative-attention-num-buckets must be an even number >= 4 (T5: 32), got "
+                         f"{args.relative_attention_num_buckets}")
+    if args.relative_attention_max_distance <= args.relative_attention_num_buckets // 4:
+        raise ValueError(f"--relative-attention-max-distance must exceed a quarter of the buckets (T5: 128), got "
+                         f"{args.relative_attention_max_distance}")
+    if not args.init_scale > 0:
+        raise ValueError(f"--init-scale must be > 0, got {args.init_scale}; the paper uses 0.1 (Sec. 2.4)")
+    if not args.layer_norm_eps > 0:
+        raise ValueError(f"--layer-norm-eps must be > 0, got {args.layer_norm_eps}; T5 uses 1e-6")
 
 
 def check_expert_parallel_args(args, world_size: int) -> None:
