@@ -16,5 +16,6 @@ setup(
         "sacrebleu",
         "rouge-score",
         "tensorboardX",
+        "safetensors",  # reading and writing transformers' checkpoint folders (fairseq_switch.convert)
     ],
 )

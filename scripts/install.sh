@@ -24,6 +24,8 @@ pip_install "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex
   bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest \
   "matplotlib==3.10.*" "setuptools<81" wheel
 # matplotlib: PNG plots of scripts/scaling_report.py.
+echo "[install] safetensors (checkpoint conversion) and transformers (test reference models; needs no torch of its own)"
+pip_install "safetensors==0.8.0" "transformers==5.25.0"
 # fairseq-fixed declares torchaudio, which has no release matching torch 2.13: install without deps.
 # No build isolation: an isolated build env would pull an unpinned (CUDA) torch.
 echo "[install] fairseq-fixed 0.12.3.1 (first build compiles extensions, ~3 min; pip caches it)"
