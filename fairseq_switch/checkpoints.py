@@ -415,7 +415,8 @@ def check_vocabulary(path: str, model_state: dict, sizes: Dict[str, int]) -> Non
             raise ValueError(
                 f"{path} was trained with a vocabulary of {saved.shape[0]} symbols ({name}), but this task's "
                 f"dictionary has {rows}: fine-tune on data encoded with the checkpoint's own SentencePiece model "
-                f"and dict.txt (scripts/prepare_downstream_data.py --pretrained <its pretraining data folder>)"
+                f"and dict.txt (scripts/prepare_downstream_data.py --pretrained <its pretraining data folder, or the "
+                f"folder scripts/convert_checkpoint.py wrote>)"
             )
 
 

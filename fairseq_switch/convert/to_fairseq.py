@@ -14,6 +14,7 @@ first and checkpoint.pt last, so peak memory is about the largest output file.
 
 import logging
 import os
+import shlex
 import uuid
 import warnings
 from typing import Callable, Dict, List, Optional
@@ -251,4 +252,6 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
             os.unlink(shard_path(main, r))
             r += 1
     log(f"[convert] done: {out} (dict.txt {len(symbols) + len(SPECIALS)} symbols, spm.model, conversion.json)")
+    log(f"[convert] fine-tune with: fairseq-train <data> --user-dir {_user_dir()} --task text_to_text "
+        f"--arch switch_transformer --finetune-from-model {outputs[0]} {shlex.join(record['fairseq_flags'])} ...")
     return record
