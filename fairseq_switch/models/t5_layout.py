@@ -120,11 +120,12 @@ class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
         self.max_target_positions = cfg.max_target_positions
         self._build_layers(cfg, cfg.decoder, is_decoder=True)
         self.untied = bool(cfg.untied_lm_head)
+        # tied: the projection's own weight is never used, so it is not allocated
+        self.output_projection = nn.Linear(self.embed_dim, len(dictionary), bias=False,
+                                           device=None if self.untied else "meta")
         if self.untied:
-            self.output_projection = nn.Linear(self.embed_dim, len(dictionary), bias=False)
             scaled_trunc_normal_(self.output_projection.weight, cfg.init_scale, fan_in=1)
         else:
-            self.output_projection = nn.Linear(self.embed_dim, len(dictionary), bias=False)
             self.output_projection.weight = embed_tokens.weight
 
     def forward(self, prev_output_tokens: Tensor, encoder_out: Optional[Dict[str, List[Tensor]]] = None,
