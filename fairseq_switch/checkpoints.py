@@ -18,16 +18,20 @@ count: when loading (every rank reads the shared state and just the experts it h
 offline with `scripts/reshard_checkpoint.py`.
 """
 
+import hashlib
+import json
 import logging
 import os
 import re
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 
+from . import file_io
 from .modules.expert_parallel import ExpertLayout, expert_world, plan_layout
 from .modules.switch_layer import SwitchFFN
 
@@ -169,8 +173,8 @@ class SavedCheckpoint:
     """All files of one save: shared state from the main file, experts and their optimizer state by
     global name (only the experts asked for are read)."""
 
-    def __init__(self, path: str, main: dict, expert_ids: Optional[Sequence[int]] = None):
-        self.path, self.main = path, main
+    def __init__(self, path: str, main: dict, expert_ids: Optional[Sequence[int]] = None, mmap: bool = False):
+        self.path, self.main, self.mmap = path, main, mmap
         meta = main.get(META_KEY)
         model = main["model"]
         expert_keys = [k for k in model if split_expert_name(k) is not None]
@@ -180,6 +184,8 @@ class SavedCheckpoint:
             meta = {"version": FORMAT_VERSION, "world_size": 1, "rank": 0, "num_experts": n,
                     "switch_layers": layers, "save_id": None, "param_names": None}
         self.meta = meta
+        self.num_updates = ((main.get("optimizer_history") or [{}])[-1]).get("num_updates")
+        self.epoch = ((main.get("extra_state") or {}).get("train_iterator") or {}).get("epoch")
         self.num_experts, self.world_size = meta["num_experts"], meta["world_size"]
         self.switch_layers = list(meta["switch_layers"])
         self.shared = {k: v for k, v in model.items() if split_expert_name(k) is None}
@@ -204,14 +210,20 @@ class SavedCheckpoint:
                     f"over {files_of(n, w)} files ({os.path.basename(self.path)} and "
                     f"{os.path.basename(shard_path(self.path, 1))}..); copy them together"
                 )
-            with open(p, "rb") as f:
-                shard = torch.load(f, map_location="cpu")
+            shard = file_io.load_torch(p, "expert shard", mmap=self.mmap)
             got = shard.get(META_KEY, {}).get("save_id")
             if got != self.meta["save_id"]:
                 raise ValueError(
-                    f"{p} belongs to a different save than {self.path} (save ids {got} vs {self.meta['save_id']}): "
-                    f"the save was interrupted or files from two saves were mixed; resume from an earlier "
-                    f"complete checkpoint (e.g. checkpoint_<epoch>_<updates>.pt)"
+                    f"{p} belongs to a different save than {self.path} (save ids {str(got)[:8]} vs "
+                    f"{str(self.meta['save_id'])[:8]}): the save was interrupted or files of two saves were mixed; "
+                    f"resume from a complete save (scripts/verify_checkpoint.py lists them)"
+                )
+            held = shard.get(META_KEY, {}).get("rank", r)
+            if held != r and wanted != set(range(n)):
+                raise ValueError(
+                    f"{p} holds the experts of rank {held} ({experts_in_file(n, w, held)}), not rank {r}'s "
+                    f"({experts_in_file(n, w, r)}): the files of this {w}-rank save were renamed or swapped; give each "
+                    f"file its rank's name, or make one file with scripts/reshard_checkpoint.py (it reads experts by id)"
                 )
             self.experts.update(shard["model"])
             self.optim_named.update(shard.get("optimizer_state", {}))
@@ -291,9 +303,8 @@ def rank_file(state: dict, meta: dict, param_names: Optional[Sequence[str]]) -> 
 
 
 def write_resharded(saved: SavedCheckpoint, out_path: str, world_size: int) -> List[str]:
-    """Write `saved` as a `world_size`-rank save at out_path (+ shards). Returns the files written."""
-    from fairseq.checkpoint_utils import torch_persistent_save
-
+    """Write `saved` as a `world_size`-rank save at out_path (+ shards), then its manifest. Returns the
+    files written."""
     n = saved.num_experts
     save_id = uuid.uuid4().hex
     written = []
@@ -304,15 +315,196 @@ def write_resharded(saved: SavedCheckpoint, out_path: str, world_size: int) -> L
         names = (derive_param_order(saved.param_names, layout.local_expert_ids)
                  if saved.param_names is not None else None)
         state["model"] = {shift_expert_id(k, layout.first_local_expert): v for k, v in state["model"].items()}
+        if "extra_state" in state:
+            state["extra_state"] = {**state["extra_state"],
+                                    RECORD_KEY: {**(state["extra_state"].get(RECORD_KEY) or {}), "save_id": save_id}}
         meta = _meta(n, world_size, r, saved.switch_layers, save_id, names)
         path = out_path if r == 0 else shard_path(out_path, r)
-        torch_persistent_save(rank_file(state, meta, names), path)
+        file_io.save_torch(rank_file(state, meta, names), path)
         written.append(path)
+    write_manifest(out_path, {"save_id": save_id, "num_updates": saved.num_updates, "epoch": saved.epoch},
+                   written[::-1])
     return written[::-1]
 
 
+# -- complete saves --------------------------------------------------------------------------
+RECORD_KEY = "fairseq_switch"  # in extra_state: {"save_id", "dictionary"} of every save this plugin writes
+MANIFEST_SUFFIX = ".manifest.json"
+_SHARD_FILE = re.compile(r"^(.+)-experts-rank(\d+)\.pt$")
+# the names fairseq-train saves under (a converted or resharded checkpoint.pt is not one of a run's saves)
+_SAVE_FILE = re.compile(r"^checkpoint(_last|_best|\d+|_\d+_\d+|\.best_.+?)\.pt$")
+
+
+def manifest_path(main_path: str) -> str:
+    return main_path[:-3] + MANIFEST_SUFFIX
+
+
+def main_of(path: str) -> str:
+    """checkpoint_last-experts-rank1.pt -> checkpoint_last.pt (a main file: itself)."""
+    m = _SHARD_FILE.match(path)
+    return path if m is None else m.group(1) + ".pt"
+
+
+def write_manifest(main_path: str, record: dict, files: Sequence[str], fault: file_io.Fault = None) -> None:
+    """Written last: a save is complete once every file it lists is in place, with these sizes."""
+    file_io.save_json({
+        "format": FORMAT_VERSION, "save_id": record.get("save_id"), "num_updates": record.get("num_updates"),
+        "epoch": record.get("epoch"), "files": {os.path.basename(f): os.path.getsize(f) for f in files},
+    }, manifest_path(main_path), fault)
+
+
+@dataclass
+class SaveStatus:
+    """What scripts/verify_checkpoint.py reports for one save (main file + its shards + manifest)."""
+
+    path: str
+    complete: bool
+    problem: str = ""
+    num_updates: Optional[int] = None
+    epoch: Optional[int] = None
+    files: List[str] = field(default_factory=list)
+    manifest: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(os.path.getsize(f) for f in self.files if os.path.isfile(f))
+
+
+def _updates_from_name(path: str) -> Optional[int]:
+    m = re.match(r"^checkpoint_\d+_(\d+)\.pt$", os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+def inspect_save(path: str) -> SaveStatus:
+    """Is the save whose main file is `path` complete? Reads the manifest and every file's header
+    (tensors stay on disk): all files readable, of one save (save ids), at the manifest's sizes.
+
+    A save written by this plugin is complete only with a manifest that agrees; one written before
+    manifests existed (or by plain fairseq) only needs readable, consistent files."""
+    st = SaveStatus(path, False, files=[path], num_updates=_updates_from_name(path))
+    man = None
+    if os.path.isfile(manifest_path(path)):
+        try:
+            with open(manifest_path(path), encoding="utf-8") as f:
+                man = json.load(f)
+            st.manifest = True
+            st.num_updates, st.epoch = man.get("num_updates", st.num_updates), man.get("epoch")
+        except (OSError, ValueError):
+            man = None
+    try:
+        state = file_io.load_torch(path, mmap=True)
+    except (ValueError, FileNotFoundError) as e:
+        st.problem = str(e)
+        return st
+    history = state.get("optimizer_history") or [{}]
+    st.num_updates = history[-1].get("num_updates", st.num_updates)
+    record = (state.get("extra_state") or {}).get(RECORD_KEY) or {}
+    st.epoch = ((state.get("extra_state") or {}).get("train_iterator") or {}).get("epoch", st.epoch)
+    meta = state.get(META_KEY) or {}
+    if meta.get("num_experts"):
+        st.files = [path] + [shard_path(path, r) for r in range(1, files_of(meta["num_experts"], meta["world_size"]))]
+    try:
+        saved = SavedCheckpoint(path, state, mmap=True) if "model" in state else None
+    except (ValueError, FileNotFoundError) as e:
+        st.problem = str(e)
+        return st
+    if saved is not None:
+        st.files = saved.files()
+    if record and man is None:
+        st.problem = f"{os.path.basename(manifest_path(path))} is missing: the save was interrupted before it completed"
+        return st
+    if man is not None:
+        if man.get("save_id") != record.get("save_id"):
+            st.problem = (f"{os.path.basename(path)} is not the save its manifest describes: it was interrupted "
+                          f"while being replaced")
+            return st
+        for f in st.files:
+            want = man.get("files", {}).get(os.path.basename(f))
+            if want is None or os.path.getsize(f) != want:
+                st.problem = f"{f} has {os.path.getsize(f):,} bytes, its manifest says {want}"
+                return st
+    st.complete = True
+    return st
+
+
+def list_saves(folder: str) -> List[SaveStatus]:
+    """Every save in `folder`, newest first (by update, then modification time); unknown updates (an
+    unreadable file without a manifest) first."""
+    mains = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if _SAVE_FILE.match(f)]
+    found = [inspect_save(p) for p in mains]
+    inf = float("inf")
+    # among copies of one save (same update), checkpoint_last first: it is what a resume reads
+    return sorted(found, key=lambda s: (inf if s.num_updates is None else s.num_updates,
+                                        os.path.basename(s.path).startswith("checkpoint_last"),
+                                        os.path.getmtime(s.path)), reverse=True)
+
+
+def leftover_temp_files(folder: str) -> List[str]:
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if file_io.is_temp_file(f)]
+
+
+def resume_path(save_dir: str, last: str, refuse: bool, announce: bool = True) -> str:
+    """The file a plain resume should read: checkpoint_last if its save is complete and no complete save
+    is newer, else the newest complete save (with one warning line). `refuse`: raise instead."""
+    saves = list_saves(save_dir) if os.path.isdir(save_dir) else []
+    if not saves:
+        return last  # a fresh start
+    ok = [s for s in saves if s.complete]
+    here = [s for s in saves if os.path.abspath(s.path) == os.path.abspath(last)]
+    if here and here[0].complete and here[0].num_updates == ok[0].num_updates:
+        return last
+    if not here:
+        bad = f"{last} is missing but {save_dir} holds saves"
+    elif not here[0].complete:
+        bad = f"{last} is broken ({here[0].problem})"
+    else:
+        bad = f"{last} (update {here[0].num_updates}) is older than a complete save (a save was interrupted)"
+    fix = f"check the folder with `python scripts/verify_checkpoint.py {save_dir}`"
+    if not ok:
+        raise ValueError(f"{bad}, and no save in {save_dir} is complete: nothing to resume from; {fix}, or start "
+                         f"afresh in another --save-dir")
+    best = ok[0]
+    if refuse:
+        raise ValueError(f"{bad}; the newest complete save is {best.path} (update {best.num_updates}): resume from it "
+                         f"with --restore-file {best.path}, or drop --no-resume-fallback to do so automatically")
+    if announce:
+        logger.warning(f"{bad}; resuming from {best.path} (update {best.num_updates}), the newest complete save")
+    return best.path
+
+
+# -- dictionaries --------------------------------------------------------------------------
+def dictionary_record(dictionary, source: str) -> dict:
+    """What a checkpoint records of the dictionary it was trained with: its symbols in order, hashed."""
+    symbols = list(dictionary.symbols) if hasattr(dictionary, "symbols") else list(dictionary)
+    digest = hashlib.sha256("\n".join(symbols).encode("utf-8")).hexdigest()[:16]
+    return {"sha256": digest, "size": len(symbols), "source": source}
+
+
+def check_dictionary(path: str, state: dict, expected: dict, allow_change: bool) -> None:
+    """Refuse a checkpoint trained with another dictionary (same size or not); `expected` is
+    `dictionary_record` of the task's dictionary."""
+    saved = ((state.get("extra_state") or {}).get(RECORD_KEY) or {}).get("dictionary")
+    if saved is None:
+        logger.warning(f"{path} records no dictionary fingerprint (saved by an older version): only its vocabulary "
+                       f"size was checked")
+        return
+    if saved["sha256"] == expected["sha256"]:
+        return
+    what = (f"{path} was trained with the dictionary of {saved['source']} ({saved['size']} symbols, "
+            f"fingerprint {saved['sha256']}), but this task's dictionary, of {expected['source']} "
+            f"({expected['size']} symbols, fingerprint {expected['sha256']}), is a different one")
+    if allow_change:
+        logger.warning(f"{what}; going on because of --allow-dictionary-change")
+        return
+    raise ValueError(
+        f"{what}: token ids would mean other pieces and outputs would be garbage. Encode the data with the "
+        f"checkpoint's own spm.model and dict.txt (scripts/prepare_downstream_data.py --pretrained <its data folder>), "
+        f"or pass --allow-dictionary-change if the change is deliberate"
+    )
+
+
 # -- fairseq Trainer integration -----------------------------------------------------------
-_CTX = {"saving": False, "target": None, "vocab": None}
+_CTX = {"saving": False, "target": None, "vocab": None, "save": None}
 
 
 def _ffns(trainer) -> List[SwitchFFN]:
@@ -329,10 +521,9 @@ def _saver_group(layout: ExpertLayout):
 
 
 def save_checkpoint(trainer, filename: str, extra_state: dict) -> Optional[str]:
-    """Trainer.save_checkpoint for Switch models, called on every rank holding distinct experts (they
-    must all call it: they agree on a save id). `filename` is the main file's name or this rank's."""
+    """Trainer.save_checkpoint for Switch models, called on every rank holding distinct experts.
+    `filename` is the main file's name or this rank's; the save id is extra_state's record."""
     from fairseq import utils
-    from fairseq.checkpoint_utils import torch_persistent_save
 
     if trainer.cfg.checkpoint.write_checkpoints_asynchronously:
         raise ValueError("--write-checkpoints-asynchronously is not supported for Switch models (sharded saves "
@@ -343,19 +534,55 @@ def save_checkpoint(trainer, filename: str, extra_state: dict) -> Optional[str]:
         return None  # a replica: rank (rank mod G) writes these experts
     if layout.rank > 0 and not filename.endswith(shard_suffix(layout.rank) + ".pt"):
         filename = shard_path(filename, layout.rank)  # called directly with the main file's name
-    save_id = [uuid.uuid4().hex]
-    if layout.distributed:  # one id for all files of this save, drawn by rank 0
-        dist.broadcast_object_list(save_id, src=0, group=_saver_group(layout))
     names = model_param_names(model, trainer.get_criterion())
     logger.info(f"Saving checkpoint to {os.path.abspath(filename)}")
     state = utils.move_to_cpu(trainer.state_dict())
     state["extra_state"].update(extra_state)
     state["model"] = {shift_expert_id(k, layout.first_local_expert): v for k, v in state["model"].items()}
-    meta = _meta(layout.num_experts, layout.world_size, layout.rank, switch_layers_of(model), save_id[0], names)
+    meta = _meta(layout.num_experts, layout.world_size, layout.rank, switch_layers_of(model),
+                 extra_state[RECORD_KEY]["save_id"], names)
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    from fairseq.checkpoint_utils import torch_persistent_save  # atomic (installed below)
+
     torch_persistent_save(rank_file(state, meta, names), filename)
     logger.info(f"Finished saving checkpoint to {os.path.abspath(filename)}")
     return os.path.abspath(filename)
+
+
+@dataclass
+class _Save:
+    """The save in progress in this process (set by Trainer.save_checkpoint, read by file writes)."""
+
+    record: dict
+    layout: Optional[ExpertLayout]
+    fault: Optional[file_io.FaultPlan]
+
+    @property
+    def rank(self) -> int:
+        return self.layout.rank if self.layout is not None else 0
+
+    def at(self, phase: str) -> file_io.Fault:
+        if self.fault is None:
+            return None
+        return lambda tmp: self.fault.hit(phase, self.record["num_updates"], self.rank, tmp)
+
+    def files_of(self, main_path: str) -> List[str]:
+        lay = self.layout
+        if lay is None or not lay.distributed or not lay.num_experts:
+            return [main_path]
+        return [main_path] + [shard_path(main_path, r) for r in range(1, files_of(lay.num_experts, lay.world_size))]
+
+    def commit(self, path: str) -> None:
+        """Once every saving rank has written its file of `path`'s save: rank 0 writes the manifest."""
+        hit = self.at("between-shards")
+        if hit is not None:
+            hit(None)
+        lay = self.layout
+        if lay is not None and lay.distributed:
+            dist.barrier(group=_saver_group(lay))
+        if self.rank == 0:
+            main = main_of(path)
+            write_manifest(main, self.record, self.files_of(main), self.at("manifest"))
 
 
 @contextmanager
@@ -420,9 +647,37 @@ def check_vocabulary(path: str, model_state: dict, sizes: Dict[str, int]) -> Non
             )
 
 
+def _task_option(task, name: str, default):
+    return getattr(getattr(task, "cfg", None), name, default)
+
+
+def _dictionary_of(task) -> Optional[dict]:
+    d = getattr(task, "target_dictionary", None)
+    if d is None:
+        return None
+    data = str(_task_option(task, "data", "") or "").split(os.pathsep)[0]
+    return dictionary_record(d, data or "the task's data")
+
+
+def _new_save(trainer, extra_state: dict) -> _Save:
+    """One record for all files of this save: an id drawn by rank 0 and agreed by every saving rank."""
+    layout = _layout(trainer)
+    save_id = [uuid.uuid4().hex]
+    if layout is not None and layout.distributed and layout.rank < layout.group_size:
+        dist.broadcast_object_list(save_id, src=0, group=_saver_group(layout))
+    record = {"save_id": save_id[0], "num_updates": trainer.get_num_updates(),
+              "epoch": (extra_state.get("train_iterator") or {}).get("epoch"),
+              "dictionary": _dictionary_of(trainer.task)}
+    extra_state[RECORD_KEY] = {k: record[k] for k in ("save_id", "dictionary")}
+    return _Save(record, layout, file_io.FaultPlan.from_env())
+
+
 def install() -> None:
-    """Route fairseq's Trainer saves and loads of Switch models through this module."""
+    """Route fairseq's Trainer saves and loads through this module: expert-sharded saves of Switch
+    models, atomic files and manifests for every save, fallback to the newest complete save on resume,
+    named errors for unreadable files and checks of the dictionary."""
     from fairseq import checkpoint_utils
+    from fairseq.file_io import PathManager
     from fairseq.trainer import Trainer
 
     if getattr(Trainer, "_fairseq_switch_checkpoints", False):
@@ -433,14 +688,35 @@ def install() -> None:
     orig_should = Trainer.should_save_checkpoint_on_current_rank.fget
     orig_suffix = Trainer.checkpoint_suffix.fget
     orig_cu_save, orig_to_cpu = checkpoint_utils.save_checkpoint, checkpoint_utils.load_checkpoint_to_cpu
+    orig_ensemble = checkpoint_utils.load_model_ensemble_and_task
 
     def trainer_save(self, filename, extra_state):
-        if _layout(self) is None:
-            return orig_save(self, filename, extra_state)
-        return save_checkpoint(self, filename, extra_state)
+        save = _new_save(self, extra_state)
+        _CTX["save"] = save
+        try:
+            if _layout(self) is None:
+                out = orig_save(self, filename, extra_state)
+            else:
+                out = save_checkpoint(self, filename, extra_state)
+            if out is not None or _layout(self) is None:
+                save.commit(filename)
+            return out
+        finally:
+            if not _CTX["saving"]:  # inside checkpoint_utils.save_checkpoint, its copies belong to this save
+                _CTX["save"] = None
 
     def trainer_load(self, filename, reset_optimizer=False, *args, **kwargs):
-        _CTX["vocab"] = _vocab_sizes(self.get_model())
+        ck = self.cfg.checkpoint
+        if ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
+            # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
+            filename = resume_path(ck.save_dir, filename, bool(_task_option(self.task, "no_resume_fallback", False)),
+                                   announce=self.data_parallel_rank == 0)
+            if self.data_parallel_rank == 0 and os.path.isdir(ck.save_dir):
+                for tmp in leftover_temp_files(ck.save_dir):
+                    logger.info(f"removing {tmp}, left by an interrupted write")
+                    os.remove(tmp)
+        _CTX["vocab"] = (_vocab_sizes(self.get_model()), _dictionary_of(self.task),
+                         bool(_task_option(self.task, "allow_dictionary_change", False)))
         try:
             if _layout(self) is None:
                 return orig_load(self, filename, reset_optimizer, *args, **kwargs)
@@ -468,13 +744,58 @@ def install() -> None:
         try:
             return orig_cu_save(cfg, trainer, epoch_itr, val_loss)
         finally:
-            _CTX["saving"] = False
+            _CTX["saving"], _CTX["save"] = False, None
+            if trainer.data_parallel_rank == 0 and os.path.isdir(cfg.save_dir):
+                for f in os.listdir(cfg.save_dir):  # manifests of the saves fairseq pruned
+                    if f.endswith(MANIFEST_SUFFIX) and not os.path.exists(
+                            os.path.join(cfg.save_dir, f[: -len(MANIFEST_SUFFIX)] + ".pt")):
+                        os.remove(os.path.join(cfg.save_dir, f))
+
+    def persistent_save(obj, filename, async_write=False):
+        save = _CTX["save"]
+        phase = "main-file" if main_of(filename) == filename else "shard-file"
+        file_io.save_torch(obj, filename, save.at(phase) if save is not None else None)
+
+    class AtomicCopies(PathManager):
+        """fairseq copies a save to checkpoint_last/best byte by byte, in place: a kill mid-copy left a
+        truncated checkpoint_last.pt. Here each copy is atomic, and the copied save gets its manifest."""
+
+        @staticmethod
+        def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+            save = _CTX["save"]
+            if save is None or PathManager.path_requires_pathmanager(dst_path):
+                return PathManager.copy(src_path, dst_path, overwrite)
+            base = os.path.basename(dst_path)
+            phase = "copy-last" if base.startswith("checkpoint_last") else (
+                "copy-best" if base.startswith("checkpoint_best") else "copy")
+            file_io.copy_file(src_path, dst_path, save.at(phase), link=True)
+            save.commit(dst_path)
+            return True
 
     def to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
-        state = orig_to_cpu(path, arg_overrides, load_on_all_ranks)
+        try:
+            state = orig_to_cpu(path, arg_overrides, load_on_all_ranks)
+        except file_io.READ_ERRORS as e:
+            if "Weights only load failed" in str(e):
+                raise
+            raise ValueError(f"{file_io.unreadable(path, e)}; `python scripts/verify_checkpoint.py "
+                             f"{os.path.dirname(path) or '.'}` lists the complete saves next to it") from e
         if _CTX["vocab"] and "model" in state:
-            check_vocabulary(path, state["model"], _CTX["vocab"])
+            sizes, expected, allow = _CTX["vocab"]
+            check_vocabulary(path, state["model"], sizes)
+            if expected is not None:
+                check_dictionary(path, state, expected, allow)
         return localize(path, state)
+
+    def ensemble(filenames, arg_overrides=None, task=None, *args, **kwargs):
+        # fairseq-generate and friends: the task's dictionary must be the one the checkpoint was trained with
+        if task is None or _CTX["vocab"] is not None:
+            return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
+        _CTX["vocab"] = ({}, _dictionary_of(task), bool(_task_option(task, "allow_dictionary_change", False)))
+        try:
+            return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
+        finally:
+            _CTX["vocab"] = None
 
     Trainer.save_checkpoint = trainer_save
     Trainer.load_checkpoint = trainer_load
@@ -482,3 +803,6 @@ def install() -> None:
     Trainer.checkpoint_suffix = property(suffix)
     checkpoint_utils.save_checkpoint = cu_save
     checkpoint_utils.load_checkpoint_to_cpu = to_cpu
+    checkpoint_utils.load_model_ensemble_and_task = ensemble
+    checkpoint_utils.torch_persistent_save = persistent_save
+    checkpoint_utils.PathManager = AtomicCopies

@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fairseq_switch  # noqa: E402,F401  (allow-lists fairseq's checkpoint types for torch.load)
 from fairseq_switch.checkpoints import SavedCheckpoint, files_of, write_resharded  # noqa: E402
+from fairseq_switch.file_io import load_torch  # noqa: E402
 from fairseq_switch.modules.expert_parallel import check_expert_count  # noqa: E402
 
 
@@ -29,8 +30,6 @@ def main(argv=None) -> int:
     ap.add_argument("--world-size", type=int, required=True, help="number of ranks the output is for (1: one file)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = ap.parse_args(argv)
-
-    import torch
 
     def fail(msg: str) -> int:
         print(f"reshard_checkpoint: error: {msg}", file=sys.stderr)
@@ -44,10 +43,8 @@ def main(argv=None) -> int:
         return fail("write to a new path: resharding in place could leave a mix of old and new files")
     if args.world_size < 1:
         return fail(f"--world-size must be >= 1, got {args.world_size}")
-    with open(args.input, "rb") as f:
-        main_state = torch.load(f, map_location="cpu")
     try:
-        saved = SavedCheckpoint(args.input, main_state)
+        saved = SavedCheckpoint(args.input, load_torch(args.input))
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
     n = saved.num_experts

@@ -168,14 +168,14 @@ def fairseq_train_cmd(argv: Sequence, world: int) -> List[str]:
     return cmd
 
 
-def run_process_group(cmd: Sequence[str], cwd, timeout: int = 300):
+def run_process_group(cmd: Sequence[str], cwd, timeout: int = 300, env: Optional[Dict[str, str]] = None):
     """Run `cmd` (one thread per process) in its own process group: on a hang, torchrun and every rank
-    it started are killed together. Returns (returncode, stdout, stderr)."""
+    it started are killed together. `env`: added to this environment. Returns (returncode, stdout, stderr)."""
     import signal
     import subprocess
 
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from fairseq_switch.checkpoints import (
+    inspect_save,
     SavedCheckpoint,
     derive_param_order,
     model_param_names,
@@ -95,7 +96,8 @@ def test_rank_files_hold_their_own_experts(runs):
     assert set(s["optimizer_state"]) == set(s["model"])  # SGD momentum for every expert weight
     # four ranks, four experts: four files
     assert sorted(os.listdir(tmp / "w4")) == ["checkpoint-experts-rank1.pt", "checkpoint-experts-rank2.pt",
-                                               "checkpoint-experts-rank3.pt", "checkpoint.pt"]
+                                               "checkpoint-experts-rank3.pt", "checkpoint.manifest.json",
+                                               "checkpoint.pt"]
 
 
 def test_resume_on_two_ranks_matches_an_uninterrupted_run(runs):
@@ -137,9 +139,9 @@ def test_reshard_round_trip_two_one_two(runs, round_trip):
     res, res2 = round_trip
     assert res.returncode == 0, res.stderr[-2000:]
     assert "wrote 1 file(s) for 1 rank(s), 4 expert(s) per rank per layer, with optimizer state" in res.stdout
-    assert os.listdir(tmp / "rt1") == ["one.pt"]
+    assert sorted(os.listdir(tmp / "rt1")) == ["one.manifest.json", "one.pt"]
     assert res2.returncode == 0, res2.stderr[-2000:]
-    assert sorted(os.listdir(tmp / "rt2")) == ["two-experts-rank1.pt", "two.pt"]
+    assert sorted(os.listdir(tmp / "rt2")) == ["two-experts-rank1.pt", "two.manifest.json", "two.pt"]
     s0, orig = _flat(src)
     s1, one = _flat(tmp / "rt1" / "one.pt")
     s2, back = _flat(tmp / "rt2" / "two.pt")
@@ -178,7 +180,7 @@ def test_replicated_experts_are_saved_once(tmp_path, data_dir):
     ckpt = tmp_path / "ck" / "checkpoint.pt"
     steps = H.global_batches(2, [1, 2, 2, 3], seed=6)
     merged = H.merge_ranks(H.run(4, data_dir, steps, str(tmp_path / "r"), ["--moe-expert-count", "2"], save_to=str(ckpt)))
-    assert sorted(os.listdir(ckpt.parent)) == ["checkpoint-experts-rank1.pt", "checkpoint.pt"]
+    assert sorted(os.listdir(ckpt.parent)) == ["checkpoint-experts-rank1.pt", "checkpoint.manifest.json", "checkpoint.pt"]
     models, _cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
     got = dict(models[0].named_parameters())
     assert got.keys() == merged[-1]["params"].keys()
@@ -255,8 +257,34 @@ def test_optimizer_state_follows_parameter_names():
         optimizer_state_by_name(opt, names[:-1])
 
 
+# -- broken expert shards -------------------------------------------------------------------------
+def test_broken_and_swapped_expert_shards_are_named(runs, tmp_path):
+    """A truncated or empty shard is named (not checkpoint.pt); shards of a 4-rank save swapped between
+    rank files fail with a layout error on a rank that reads a subset, and still reshard by expert id."""
+    from fairseq_switch.modules.expert_parallel import plan_layout
+
+    shutil.copytree(runs["tmp"] / "w4", tmp_path / "w4")
+    main = tmp_path / "w4" / "checkpoint.pt"
+    state = lambda: torch.load(main, map_location="cpu", weights_only=False)  # noqa: E731
+    one, two = Path(shard_path(str(main), 1)), Path(shard_path(str(main), 2))
+    a, b = one.read_bytes(), two.read_bytes()
+    one.write_bytes(b), two.write_bytes(a)
+    with pytest.raises(ValueError, match=r"checkpoint-experts-rank1.pt holds the experts of rank 2 \(\[2\]\), not rank "
+                                         r"1's \(\[1\]\): the files of this 4-rank save were renamed or swapped"):
+        SavedCheckpoint(str(main), state(), plan_layout(4, 2, 0).local_expert_ids)
+    whole = SavedCheckpoint(str(main), state())  # every file read: experts land by their global id
+    assert sorted({k.split(".experts.")[1].split(".")[0] for k in whole.experts}) == ["0", "1", "2", "3"]
+    one.write_bytes(a[:3000])
+    two.write_bytes(b"")
+    assert "checkpoint-experts-rank1.pt is not a readable expert shard: it is truncated" in inspect_save(str(main)).problem
+    with pytest.raises(ValueError, match=r"checkpoint-experts-rank2.pt is not a readable expert shard: it is empty"):
+        SavedCheckpoint(str(main), state(), [2])
+
+
 # -- fairseq-train itself: stop, resume, same losses -----------------------------------------
-def _train(data, save_dir, world, max_update, extra=()):
+def _train(data, save_dir, world, max_update, extra=(), fault=None):
+    """fairseq-train on `world` ranks; `fault`: FAIRSEQ_SWITCH_FAULT, the run must then die at it.
+    Returns (losses by update, the whole log)."""
     argv = [data, "--user-dir", ROOT / "fairseq_switch",
             "--task", "span_corruption", "--arch", "switch_tiny", "--encoder-embed-dim", "32", "--decoder-embed-dim",
             "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--moe-expert-count", "4",
@@ -265,25 +293,52 @@ def _train(data, save_dir, world, max_update, extra=()):
             "--max-update", str(max_update), "--save-dir", str(save_dir), "--save-interval-updates", "3",
             "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
             "--num-workers", "0", "--cpu", *extra]
-    rc, stdout, stderr = H.run_process_group(H.fairseq_train_cmd(argv, world), cwd=ROOT)
-    assert rc == 0, stdout[-3000:] + stderr[-3000:]
+    env = {"FAIRSEQ_SWITCH_FAULT": fault} if fault else {}
+    rc, stdout, stderr = H.run_process_group(H.fairseq_train_cmd(argv, world), cwd=ROOT, env=env)
+    log = stdout + stderr
+    if fault:
+        assert rc != 0 and f"fault injected at {fault.split('@')[0]}" in log, log[-3000:]
+    else:
+        assert rc == 0, log[-6000:]
     losses = {}
-    for line in (stdout + stderr).splitlines():
+    for line in log.splitlines():
         if "| train_inner |" in line:
             rec = json.loads(line.split("| train_inner |", 1)[1])
             losses[int(rec["num_updates"])] = rec["loss"]
-    return losses
+    return losses, log
+
+
+# killed during the save at update 6 (of 9), then resumed: the save each resume must read
+KILLS = {
+    # one process, mid-write of checkpoint_1_6.pt: it never appears; checkpoint_last (update 3) is read
+    1: ("main-file@6", 3, None),
+    # two ranks, rank 1 mid-copy of its shard to checkpoint_last: checkpoint_last.pt is update 6's, its rank-1
+    # shard update 3's (fairseq's in-place copy left a 0-byte shard here); resume falls back to checkpoint_1_6
+    2: ("copy-last@6:1", 6, r"checkpoint_last.pt is broken \(.*checkpoint_last-experts-rank1.pt belongs to a different "
+                            r"save .*; resuming from .*checkpoint_1_6.pt \(update 6\), the newest complete save"),
+}
 
 
 @pytest.mark.parametrize("world", [1, 2])
-def test_fairseq_train_resumes_exactly(tmp_path, world):
+def test_fairseq_train_killed_mid_save_resumes_exactly(tmp_path, world):
+    """A run killed at a named phase of a save resumes from a consistent save, with the losses and final
+    state (weights, Adam moments) of an uninterrupted run."""
+    import re
+
+    fault, resumed_at, warning = KILLS[world]
     data = tmp_path / "data"
     H.write_corpus(str(data))
-    full = _train(data, tmp_path / "full", world, 6)
-    stopped = _train(data, tmp_path / "parts", world, 3)
-    resumed = _train(data, tmp_path / "parts", world, 6)  # picks up checkpoint_last.pt
-    assert sorted(full) == list(range(1, 7)) and sorted(stopped) == [1, 2, 3] and sorted(resumed) == [4, 5, 6]
-    assert {**stopped, **resumed} == full
+    full, _ = _train(data, tmp_path / "full", world, 9)
+    killed, _ = _train(data, tmp_path / "parts", world, 9, fault=fault)
+    assert sorted(killed) == list(range(1, 7))
+    resumed, log = _train(data, tmp_path / "parts", world, 9)  # a plain resume: checkpoint_last.pt
+    assert sorted(full) == list(range(1, 10)) and sorted(resumed) == list(range(resumed_at + 1, 10))
+    assert {k: full[k] for k in resumed} == resumed
+    warnings = [ln for ln in log.splitlines() if "WARNING | fairseq_switch.checkpoints" in ln]
+    if warning is None:
+        assert not warnings
+    else:  # once, from rank 0
+        assert len(warnings) == 1 and re.search(warning, warnings[0]), warnings
     a = _flat(tmp_path / "full" / "checkpoint_last.pt")[1]
     b = _flat(tmp_path / "parts" / "checkpoint_last.pt")[1]
     assert a.keys() == b.keys()

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import io
+from .. import file_io as io
 from .hf_folder import HFFolder
 from .mapping import (EMBED_FS, EMBED_HF, IGNORED_HF, LM_HEAD_HF, OUTPUT_FS, SPECIALS, ModelSpec, dict_text,
                       fairseq_flags, fairseq_symbols, spec_from_hf_config, spm_pieces, switch_layer_names,
@@ -60,8 +60,9 @@ def fairseq_cfg(spec: ModelSpec, data: str, extra: List[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str) -> dict:
-    """What fairseq's Trainer.state_dict saves, for a model that has not been trained here."""
+def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str, record: dict) -> dict:
+    """What fairseq's Trainer.state_dict saves, for a model that has not been trained here (`record`: the
+    plugin's save record, keyed as checkpoints.py reads it)."""
     return {
         "args": None,
         "cfg": cfg,
@@ -72,7 +73,7 @@ def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str) -> dict:
         "task_state": {},
         # train_iterator: --restore-file (without --reset-dataloader) resumes at epoch 1, step 0
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True, "version": 2},
-                        "previous_training_time": 0.0, "converted_from": source},
+                        "previous_training_time": 0.0, "converted_from": source, **record},
         "last_optimizer_state": None,
     }
 
@@ -151,7 +152,8 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
                             overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Convert the transformers folder `src` into a fairseq-switch checkpoint folder `out`; returns the record
     written to conversion.json."""
-    from ..checkpoints import META_KEY, _meta, experts_in_file, files_of, rank_file, shard_path
+    from ..checkpoints import (META_KEY, RECORD_KEY, _meta, dictionary_record, experts_in_file, files_of, rank_file,
+                               shard_path, write_manifest)
     from ..modules.expert_parallel import check_expert_count
 
     folder = HFFolder(src)
@@ -234,7 +236,9 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         if r == 0:
             model = reader.shared()
             model.update(reader.tensors(lambda p: p.expert is None or wanted is None or p.expert in wanted))
-            state = _checkpoint(cfg, model, os.path.abspath(src))
+            saved_by = {"save_id": save_id, "dictionary": dictionary_record(list(SPECIALS) + list(symbols),
+                                                                            os.path.abspath(out))}
+            state = _checkpoint(cfg, model, os.path.abspath(src), {RECORD_KEY: saved_by})
         else:
             state = {"model": reader.tensors(lambda p: p.expert in wanted)}
         if sharded:  # experts under their global ids, as checkpoints.save_checkpoint writes them
@@ -246,6 +250,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
             f"{os.path.getsize(outputs[r]) / 2**20:.1f} MiB)")
         state = model = None
         folder.release()
+    write_manifest(main, {"save_id": save_id, "num_updates": 0, "epoch": 1}, outputs)
     if overwrite:  # shards of an earlier conversion with more ranks would only confuse
         r = n_files
         while os.path.exists(shard_path(main, r)):

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from . import io
+from .. import file_io as io
 from .mapping import (EMBED_FS, LM_HEAD_HF, OUTPUT_FS, ModelSpec, hf_config, spec_from_fairseq_cfg, spm_pieces,
                       tensor_pairs, to_t5_rows)
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 from fairseq import checkpoint_utils, models
 from fairseq.data import Dictionary
 
+from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record
 from ..modules.expert_parallel import local_experts
 from ..modules.switch_layer import SwitchFFN
 
@@ -41,8 +42,12 @@ def _saved_dictionary(state: dict) -> Optional[str]:
     return None
 
 
-def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, flag: str = "--teacher-path") -> None:
-    """Teacher and student must share one dictionary: distillation matches their distributions index by index."""
+def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, flag: str = "--teacher-path",
+                             task=None) -> None:
+    """Teacher and student must share one dictionary: distillation matches their distributions index by index.
+
+    Compared by the fingerprint the checkpoint records, else (older checkpoints) with its training data's
+    dict.txt, if still there, else by size."""
     emb = state["model"].get("decoder.embed_tokens.weight", state["model"].get("encoder.embed_tokens.weight"))
     fix = ("encode the student's data with the teacher's SentencePiece model and dict.txt "
            "(scripts/prepare_downstream_data.py --pretrained <the teacher's pretraining data folder>)")
@@ -51,6 +56,12 @@ def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, fla
             f"{flag} {path}: the teacher's vocabulary has {emb.shape[0]} symbols but the student's dictionary has "
             f"{len(dictionary)}; teacher and student must share one vocabulary: {fix}"
         )
+    if ((state.get("extra_state") or {}).get(RECORD_KEY) or {}).get("dictionary") is not None:
+        cfg = getattr(task, "cfg", None)
+        source = str(getattr(cfg, "data", "") or "the student's data").split(os.pathsep)[0]
+        check_dictionary(f"{flag} {path}", state, dictionary_record(dictionary, source),
+                         bool(getattr(cfg, "allow_dictionary_change", False)))
+        return
     saved = _saved_dictionary(state)
     if saved is None:
         logger.warning(f"{flag} {path}: its training data's dict.txt is gone, so only the vocabulary size was checked "
@@ -78,7 +89,7 @@ def freeze(model: nn.Module) -> nn.Module:
 def load_model(path: str, task, flag: str = "--path") -> nn.Module:
     """Build the checkpoint's model for `task`'s dictionary and load it whole into this process, in eval mode."""
     state = read_checkpoint(path, flag)
-    check_teacher_vocabulary(path, state, task.target_dictionary, flag)
+    check_teacher_vocabulary(path, state, task.target_dictionary, flag, task)
     cfg = state["cfg"]
     with local_experts():
         # fairseq's generic builder, not task.build_model: the task keeps per-model state (its

@@ -1,7 +1,27 @@
 """What every task that trains Switch models adds to fairseq's FairseqTask."""
 
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import FairseqDataclass
+
 from ..models.student_init import init_student_from
 from ..models.switch_transformer import dummy_batch_routing
+
+
+@dataclass
+class CheckpointChecksConfig(FairseqDataclass):
+    """Options of every plugin task for what loading a checkpoint checks (fairseq_switch/checkpoints.py)."""
+
+    no_resume_fallback: bool = field(
+        default=False,
+        metadata={"help": "when checkpoint_last's save is broken (interrupted or corrupt), stop with an error "
+                          "naming the newest complete save instead of resuming from it"},
+    )
+    allow_dictionary_change: bool = field(
+        default=False,
+        metadata={"help": "load a checkpoint trained with another dictionary (its recorded fingerprint differs "
+                          "from this task's dictionary): only for deliberate vocabulary changes"},
+    )
 
 
 class SwitchTaskMixin:

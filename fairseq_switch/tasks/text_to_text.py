@@ -44,7 +44,7 @@ from omegaconf import OmegaConf, open_dict
 
 from .. import evaluation
 from ..modules.switch_layer import SwitchFFN
-from .switch_task import SwitchTaskMixin
+from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ EVAL_METRICS = {"none": (), "rouge": ("rouge1", "rouge2", "rougeL"), "em": ("em"
 
 
 @dataclass
-class TextToTextConfig(TranslationConfig):
+class TextToTextConfig(TranslationConfig, CheckpointChecksConfig):
     expert_dropout: float = field(
         default=0.4,
         metadata={"help": "dropout inside the experts when the model does not set --moe-expert-dropout "
