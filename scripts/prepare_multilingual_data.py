@@ -49,6 +49,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _plugin_module import load_plugin_module  # noqa: E402
 from prepare_pretraining_data import (  # noqa: E402
+    BAD_UTF8_HELP,
+    MIN_VOCAB_SIZE,
     SPLITS,
     Steps,
     encode_file,
@@ -95,11 +97,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="how documents are delimited (auto: by file name and blank lines)")
     ap.add_argument("--json-field", default="text", help="jsonl field holding the document")
     ap.add_argument("--seed", type=int, default=1, help="seed of the document shuffle and the SentencePiece sample")
+    ap.add_argument("--bad-utf8", default="error", choices=list(corpus.BAD_UTF8), help=BAD_UTF8_HELP)
     ap.add_argument("--workers", type=int, default=2, help="threads/workers for SentencePiece and binarizing")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args(argv)
-    if args.vocab_size < 200:
-        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); use >= 200")
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); "
+                 f"use >= {MIN_VOCAB_SIZE}")
     if args.valid_chars < 1 or args.test_chars < 1:
         ap.error("--valid-chars and --test-chars must be >= 1")
     if args.alpha < 0:
@@ -195,12 +199,12 @@ def sample_pieces(pieces: list[str], k: int, rng: random.Random) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 
-def read_language(lang: str, files: list[Path], args) -> tuple[list[str] | None, str | None]:
+def read_language(lang: str, files: list[Path], args, utf8_counts=None) -> tuple[list[str] | None, str | None]:
     """(documents, None) or (None, an error message naming the language and the fix)."""
     docs = []
     try:
         for f in files:
-            docs.extend(corpus.read_documents(f, args.doc_format, args.json_field))
+            docs.extend(corpus.read_documents(f, args.doc_format, args.json_field, args.bad_utf8, utf8_counts))
     except corpus.CorpusError as e:
         return None, f"language {lang!r}: {e}"
     where = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
@@ -244,9 +248,10 @@ def main(argv=None) -> int:
     SPECIALS, NUM_SENTINELS = vocab.SPECIALS, sentinels.NUM_SENTINELS
 
     try:
+        corpus.check_output_folder(args.out)
         available = find_languages(args.inputs or DEFAULT_INPUTS)
     except corpus.CorpusError as e:
-        raise SystemExit(f"error: {e}")
+        corpus.fail(str(e))
     languages = select_languages(available, args.languages)
     files = {lang: available[lang] for lang in languages}
     print(f"[prepare] {len(languages)} language(s): "
@@ -264,22 +269,24 @@ def main(argv=None) -> int:
                  "inputs": {lang: sha256_files(files[lang]) for lang in languages},
                  "doc_format": args.doc_format, "json_field": args.json_field,
                  "valid_chars": args.valid_chars, "test_chars": args.test_chars, "seed": args.seed}
+    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
+        split_key["bad_utf8"] = args.bad_utf8
     text_files = {lang: {s: raw / lang / f"{s}.txt" for s in SPLITS} for lang in languages}
     if steps.done("split", split_key, [f for lang in languages for f in text_files[lang].values()]):
         print("[prepare] 1/4 documents: up to date")
     else:
-        steps.invalidate_from("split")
         print(f"[prepare] 1/4 documents: holding out {args.valid_chars:,d} + {args.test_chars:,d} characters "
               f"per language (seed {args.seed}) ...", flush=True)
-        all_splits, errors = {}, []
+        all_splits, errors, utf8_counts = {}, [], corpus.BadUtf8Counts(args.bad_utf8)
         for lang in languages:
-            docs, error = read_language(lang, files[lang], args)
+            docs, error = read_language(lang, files[lang], args, utf8_counts)
             if docs is not None:
                 all_splits[lang], error = split_language(lang, docs, args)
             if error:
                 errors.append(error)
         if errors:
-            raise SystemExit("\n".join(f"error: {e}" for e in errors))
+            corpus.fail(*errors)
+        steps.invalidate_from("split")  # only now: bad input leaves the previous run's record as it was
         stats = {}
         for lang, splits in all_splits.items():
             (raw / lang).mkdir(parents=True, exist_ok=True)
@@ -287,8 +294,12 @@ def main(argv=None) -> int:
             for s in SPLITS:
                 text_files[lang][s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
                 stats[lang][s] = {"documents": len(splits[s]), "characters": sum(map(len, splits[s]))}
+        if args.bad_utf8 != "error":
+            stats["bad_utf8"] = utf8_counts.as_dict()
         steps.finish("split", split_key, stats)
     split_stats = steps.state["split"]["stats"]
+    if "bad_utf8" in split_stats:
+        print(f"[prepare]   {corpus.describe_bad_utf8(split_stats['bad_utf8'])}")
     print(f"[prepare]   {'':8s} {'documents (train/valid/test)':>30s} {'characters (train/valid/test)':>36s}")
     for lang in languages:
         st = split_stats[lang]
@@ -325,7 +336,10 @@ def main(argv=None) -> int:
               f"({sum(map(len, mixture)):,d} characters) sampled with alpha {args.alpha} ...", flush=True)
         try:
             vocab.train_spm(mixture, out / "spm", args.vocab_size, args.seed,
-                            user_defined_symbols=sentinels.sentinel_symbols(), num_threads=args.workers)
+                            user_defined_symbols=sentinels.sentinel_symbols(), num_threads=args.workers,
+                            min_vocab_size=MIN_VOCAB_SIZE)
+        except vocab.VocabSizeError as e:
+            corpus.fail(str(e))
         except RuntimeError as e:  # e.g. more distinct characters than --vocab-size, or too little text
             raise SystemExit(f"error: SentencePiece training failed: {str(e).strip()}\n"
                              f"error: --vocab-size {args.vocab_size} must hold the {len(SPECIALS) + NUM_SENTINELS} "
@@ -416,7 +430,7 @@ def main(argv=None) -> int:
                               "alpha": args.alpha, "vocab_size": args.vocab_size,
                               "spm_sentences": args.spm_sentences, "valid_chars": args.valid_chars,
                               "test_chars": args.test_chars, "doc_format": args.doc_format,
-                              "json_field": args.json_field, "seed": args.seed}
+                              "json_field": args.json_field, "bad_utf8": args.bad_utf8, "seed": args.seed}
     steps.state["languages"] = summary
     write_if_changed(steps.path, json.dumps(steps.state, indent=2) + "\n")
 

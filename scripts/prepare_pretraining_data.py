@@ -39,6 +39,9 @@ SPLITS = ("train", "valid", "test")
 STAMP = "prepare.json"
 FORMAT_VERSION = 1
 SPM_CHUNK_CHARS = 2000  # SentencePiece trains on pieces of documents of at most this many characters
+MIN_VOCAB_SIZE = 200  # 4 specials + 100 sentinels + pieces
+BAD_UTF8_HELP = ("bytes that are not UTF-8: error (stop, naming the file and the byte offset), replace "
+                 "(each by U+FFFD) or skip (drop their lines); the counts go to <out>/prepare.json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--doc-format", default="auto", choices=["auto", "lines", "paragraphs", "jsonl"],
                     help="how documents are delimited (auto: by file name and blank lines)")
     ap.add_argument("--json-field", default="text", help="jsonl field holding the document")
+    ap.add_argument("--bad-utf8", default="error", choices=["error", "replace", "skip"], help=BAD_UTF8_HELP)
     ap.add_argument("--vocab-size", type=int, default=8000,
                     help="SentencePiece vocabulary incl. 4 specials and 100 sentinels (T5: 32000)")
     ap.add_argument("--spm-sentences", type=int, default=2_000_000,
@@ -60,8 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="threads/workers for encoding and binarizing")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args(argv)
-    if args.vocab_size < 200:
-        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); use >= 200")
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); "
+                 f"use >= {MIN_VOCAB_SIZE}")
     if args.valid_words < 1 or args.test_words < 1:
         ap.error("--valid-words and --test-words must be >= 1")
     return args
@@ -191,18 +196,21 @@ def main(argv=None) -> int:
     t0 = time.time()
     from tqdm import tqdm
 
-    from fairseq_switch.data.corpus import CorpusError, corpus_files, read_documents
+    from fairseq_switch.data.corpus import (BadUtf8Counts, CorpusError, check_output_folder, corpus_files,
+                                            describe_bad_utf8, fail, read_documents)
     from fairseq_switch.data.sentinels import NUM_SENTINELS, sentinel_symbols
-    from fairseq_switch.data.vocab import SPECIALS, run_fairseq_preprocess, train_spm, unk_rates, write_fairseq_dict
+    from fairseq_switch.data.vocab import (SPECIALS, VocabSizeError, run_fairseq_preprocess, train_spm, unk_rates,
+                                           write_fairseq_dict)
 
     out: Path = args.out
     raw = out / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    steps = Steps(out, args.force)
     try:
+        check_output_folder(out)
         files = corpus_files(args.inputs or DEFAULT_INPUTS)
     except CorpusError as e:
-        raise SystemExit(f"error: {e}")
+        fail(str(e))
+    raw.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out, args.force)
     print(f"[prepare] {len(files)} input file(s): " + ", ".join(str(f) for f in files[:5])
           + (" ..." if len(files) > 5 else ""))
 
@@ -210,17 +218,18 @@ def main(argv=None) -> int:
     split_key = {"version": FORMAT_VERSION, "inputs": sha256_files(files), "doc_format": args.doc_format,
                  "json_field": args.json_field, "valid_words": args.valid_words,
                  "test_words": args.test_words, "seed": args.seed}
+    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
+        split_key["bad_utf8"] = args.bad_utf8
     text_files = {s: raw / f"{s}.txt" for s in SPLITS}
     if steps.done("split", split_key, list(text_files.values())):
         print("[prepare] 1/4 documents: up to date")
     else:
-        steps.invalidate_from("split")
-        docs = []
+        docs, utf8_counts = [], BadUtf8Counts(args.bad_utf8)
         try:
             for f in tqdm(files, desc="read", unit="file", disable=len(files) < 2):
-                docs.extend(read_documents(f, args.doc_format, args.json_field))
+                docs.extend(read_documents(f, args.doc_format, args.json_field, args.bad_utf8, utf8_counts))
         except CorpusError as e:
-            raise SystemExit(f"error: {e}")
+            fail(str(e))
         if not docs:
             raise SystemExit(f"error: no text found in {', '.join(map(str, files))} (every document is "
                              f"empty); check the files or --doc-format/--json-field")
@@ -230,9 +239,15 @@ def main(argv=None) -> int:
                 f"error: the corpus ({len(docs)} documents) is too small to hold out --valid-words "
                 f"{args.valid_words} and --test-words {args.test_words} and keep training documents; lower them."
             )
+        steps.invalidate_from("split")  # only now: bad input leaves the previous run's record as it was
         for s in SPLITS:
             text_files[s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
-        steps.finish("split", split_key, {"documents": len(docs)})
+        stats = {"documents": len(docs)}
+        if args.bad_utf8 != "error":
+            stats["bad_utf8"] = utf8_counts.as_dict()
+        steps.finish("split", split_key, stats)
+    if "bad_utf8" in steps.state["split"]["stats"]:
+        print(f"[prepare]   {describe_bad_utf8(steps.state['split']['stats']['bad_utf8'])}")
     for s in SPLITS:
         d, w = count_lines_words(text_files[s])
         print(f"[prepare]   {s:5s}: {d:7d} documents, {w:10,d} words")
@@ -250,8 +265,11 @@ def main(argv=None) -> int:
         pieces = spm_pieces(train_docs, args.spm_sentences, args.seed)
         print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}, on {len(pieces):,d} text pieces ...",
               flush=True)
-        train_spm(pieces, out / "spm", args.vocab_size, args.seed,
-                  user_defined_symbols=sentinel_symbols(), num_threads=args.workers)
+        try:
+            train_spm(pieces, out / "spm", args.vocab_size, args.seed, user_defined_symbols=sentinel_symbols(),
+                      num_threads=args.workers, min_vocab_size=MIN_VOCAB_SIZE)
+        except VocabSizeError as e:
+            fail(str(e))
         steps.finish("spm", spm_key, {"seconds": round(time.time() - t, 1)})
         print(f"[prepare]   done in {time.time() - t:.1f}s")
     import sentencepiece as spm

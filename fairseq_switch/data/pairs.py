@@ -4,20 +4,17 @@ A user's XSum/CNNDM/GLUE export works as is: jsonl with any two fields (`--input
 --target-field summary`), or tsv with a header row naming the columns (or 0-based column numbers).
 """
 
-import gzip
+import itertools
 import json
+from contextlib import closing
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
+
+from .corpus import BadUtf8Counts, CorpusError, read_lines
 
 
-class PairsError(ValueError):
+class PairsError(CorpusError):
     """Bad pair file; the message names the file, the line and the fix."""
-
-
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def pair_format(path: Path, fmt: str = "auto") -> str:
@@ -30,12 +27,14 @@ def pair_format(path: Path, fmt: str = "auto") -> str:
     raise PairsError(f"{path}: cannot tell the format from the name; use .jsonl or .tsv, or pass --format")
 
 
-def read_pairs(path, input_field: str = "input", target_field: str = "target",
-               fmt: str = "auto") -> Iterator[Tuple[str, str]]:
-    """Yield (input, target) as found (not stripped, possibly empty): counting is the caller's job."""
+def read_pairs(path, input_field: str = "input", target_field: str = "target", fmt: str = "auto",
+               bad_utf8: str = "error", counts: Optional[BadUtf8Counts] = None) -> Iterator[Tuple[str, str]]:
+    """Yield (input, target) as found (not stripped, possibly empty): counting is the caller's job.
+
+    Bytes that are not UTF-8: as corpus.read_lines (`bad_utf8`, `counts`)."""
     path = Path(path)
     fmt = pair_format(path, fmt)
-    with _open(path) as f:
+    with closing(read_lines(path, bad_utf8, counts)) as f:
         if fmt == "jsonl":
             for n, line in enumerate(f, 1):
                 if not line.strip():
@@ -52,20 +51,20 @@ def read_pairs(path, input_field: str = "input", target_field: str = "target",
                     )
                 yield _text(rec[input_field]), _text(rec[target_field])
         elif fmt == "tsv":
-            header = f.readline().rstrip("\n").split("\t")
+            first = next(f, "")
+            header = first.rstrip("\n").split("\t")
             if input_field in header and target_field in header:
                 cols = header.index(input_field), header.index(target_field)
-                start = 2
+                rows, start = f, 2
             elif input_field.isdigit() and target_field.isdigit():
                 cols = int(input_field), int(target_field)
-                f.seek(0)
-                start = 1
+                rows, start = itertools.chain([first], f), 1  # no header: the first line is a pair
             else:
                 raise PairsError(
                     f"{path}: the header row {header} has no column {input_field!r}/{target_field!r}; name them "
                     f"with --input-field/--target-field, or give 0-based column numbers for a file without header"
                 )
-            for n, line in enumerate(f, start):
+            for n, line in enumerate(rows, start):
                 row = line.rstrip("\n").split("\t")
                 if row == [""]:
                     continue

@@ -14,6 +14,18 @@ from pathlib import Path
 from typing import Iterable, List, Sequence
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+class VocabSizeError(ValueError):
+    """--vocab-size is more than the text allows; the message gives the largest size that works."""
+
+    def __init__(self, requested: int, largest: int, minimum: int):
+        self.requested, self.largest = requested, largest
+        fix = (f"use --vocab-size {largest} or less, or add text" if largest >= minimum else
+               f"that is below the minimum {minimum}: add text")
+        super().__init__(f"--vocab-size {requested} is more than the training text allows: SentencePiece can "
+                         f"make at most {largest} pieces from it; {fix}")
 
 
 def train_spm(
@@ -24,26 +36,36 @@ def train_spm(
     user_defined_symbols: Sequence[str] = (),
     input_sentence_size: int = 0,
     num_threads: int = 2,
+    min_vocab_size: int = 1,
 ) -> None:
-    """Train a unigram SentencePiece model (`<prefix>.model`, `<prefix>.vocab`)."""
+    """Train a unigram SentencePiece model (`<prefix>.model`, `<prefix>.vocab`).
+
+    A vocab_size larger than the text allows raises VocabSizeError, before anything is written;
+    `min_vocab_size` (the caller's own lower bound) only shapes its advice."""
     import sentencepiece as spm
 
     spm.set_random_generator_seed(seed)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_prefix=str(model_prefix),
-        model_type="unigram",
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        bos_id=0, pad_id=1, eos_id=2, unk_id=3,
-        bos_piece=SPECIALS[0], pad_piece=SPECIALS[1], eos_piece=SPECIALS[2], unk_piece=SPECIALS[3],
-        user_defined_symbols=list(user_defined_symbols),
-        input_sentence_size=input_sentence_size,  # 0 = every sentence
-        shuffle_input_sentence=True,
-        max_sentence_length=1 << 16,
-        num_threads=num_threads,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_prefix=str(model_prefix),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            character_coverage=1.0,
+            bos_id=0, pad_id=1, eos_id=2, unk_id=3,
+            bos_piece=SPECIALS[0], pad_piece=SPECIALS[1], eos_piece=SPECIALS[2], unk_piece=SPECIALS[3],
+            user_defined_symbols=list(user_defined_symbols),
+            input_sentence_size=input_sentence_size,  # 0 = every sentence
+            shuffle_input_sentence=True,
+            max_sentence_length=1 << 16,
+            num_threads=num_threads,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        too_high = _TOO_HIGH.search(str(e))
+        if too_high is None:
+            raise
+        raise VocabSizeError(vocab_size, int(too_high.group(2)), min_vocab_size) from None
 
 
 def write_fairseq_dict(sp, counts: collections.Counter, path: Path) -> int:
