@@ -21,11 +21,24 @@ importing fairseq_switch is enough for fairseq-train, fairseq-generate and fairs
 6. fairseq saves checkpoints from rank 0 only and broadcasts rank 0's file on load, which would
    drop every other rank's experts. The Trainer's saves and loads of Switch models go through
    `checkpoints.py` (one expert shard per rank, resharded on load).
+7. When a step goes non-finite the Trainer reruns the batch under fairseq's NanDetector, which hooks
+   every module with torch's legacy `register_backward_hook`. On each forward torch then looks for a
+   tensor in the module's output by taking `[0]` or the first tensor value of a dict, and crashes
+   (StopIteration) on fairseq's own encoder output, a dict of lists; the crash hid the
+   FloatingPointError and NanDetector's report of which module went non-finite. We hook the
+   gradient of each output tensor instead (what the legacy hook reported as grad_output), found
+   the way NanDetector's forward check walks outputs.
+8. fairseq-train's argument post-processing turns `--bf16` into TPU mode (`tpu = True`), so
+   `fairseq-train --bf16 --cpu` crashed looking for an XLA device, while fairseq-hydra-train with
+   common.bf16=true (no such post-processing) trains in bf16 on the CPU. With --cpu there is no TPU
+   to use: we switch the implied TPU mode off, as the Hydra route has it.
 """
 
 import argparse
 import collections
+import functools
 import logging
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -151,12 +164,68 @@ def torchrun_without_gpus() -> None:
     dist_utils._infer_torch_distributed_launch_init = infer
 
 
+def _tensors(x) -> Iterator[torch.Tensor]:
+    """The tensors in a module output, found the way NanDetector walks it (dicts, lists, tuples)."""
+    if torch.is_tensor(x):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+
+
+def nan_detector_without_legacy_backward_hooks() -> None:
+    from fairseq import nan_detector
+
+    cls = nan_detector.NanDetector
+    if getattr(cls, "_fairseq_switch_fixed", False):
+        return
+
+    def add_hooks(self, module):
+        if self.forward:
+            self.fhooks.append(module.register_forward_hook(self.fhook_fn))
+        if self.backward:  # removed by close() with the forward hooks
+            self.bhooks.append(module.register_forward_hook(self._hook_output_grads))
+
+    def _hook_output_grads(self, module, inp, output):
+        # The gradient w.r.t. the module's output: what the legacy hook passed as grad_output.
+        # Only graph outputs: a hook on a leaf (a parameter returned as is) would outlive close().
+        for t in _tensors(output):
+            if t.grad_fn is not None and torch.is_floating_point(t):
+                t.register_hook(functools.partial(self.bhook_fn, module, None))
+
+    cls.add_hooks = add_hooks
+    cls._hook_output_grads = _hook_output_grads
+    cls._fairseq_switch_fixed = True
+
+
+def bf16_on_cpu() -> None:
+    from fairseq.distributed import utils as dist_utils
+
+    original = dist_utils.call_main
+    if getattr(original, "_fairseq_switch_fixed", False):
+        return
+
+    def call_main(cfg, main, **kwargs):
+        if cfg.common.cpu and cfg.common.bf16 and cfg.common.tpu:
+            # both: the converted namespace holds a copy, not the Hydra route's ${common.tpu}
+            cfg.common.tpu = cfg.distributed_training.tpu = False
+        return original(cfg, main, **kwargs)
+
+    call_main._fairseq_switch_fixed = True
+    dist_utils.call_main = call_main
+
+
 def apply() -> None:
     allow_fairseq_checkpoints()
     fix_batch_by_size()
     count_experts_in_grad_norm()
     cpu_ddp_without_device_ids()
     torchrun_without_gpus()
+    nan_detector_without_legacy_backward_hooks()
+    bf16_on_cpu()
     from . import cli_errors
     from .checkpoints import install
 

@@ -6,7 +6,7 @@ whether the token keeps a capacity slot. Moving tokens to experts is `switch_lay
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -38,12 +38,16 @@ class RouterStats:
         return self.entropy_sum / self.num_tokens.clamp(min=1)
 
 
-@dataclass
-class RouterOutput:
-    """What the router decided for each of the T flattened tokens."""
+class RouterOutput(NamedTuple):
+    """What the router decided for each of the T flattened tokens.
 
-    expert_index: torch.Tensor  # [T] long, argmax expert (meaningless where padding)
+    A NamedTuple, not a dataclass: module hooks look into tensors, tuples and dicts only, so fairseq's
+    NanDetector (which reruns a step that went non-finite) can name the router. `gate` comes first:
+    torch's legacy backward hooks walk to the first output and hook its grad_fn.
+    """
+
     gate: torch.Tensor  # [T] fp32 p_{i*}(x), carries the router gradient; 0 where not kept
+    expert_index: torch.Tensor  # [T] long, argmax expert (meaningless where padding)
     kept: torch.Tensor  # [T] bool, token holds a capacity slot (False for padding and drops)
     slot: torch.Tensor  # [T] long, slot inside its expert's capacity buffer (-1 if not kept)
     capacity: int  # slots per expert
