@@ -273,3 +273,14 @@ def test_fine_tuning_generation_and_teachers_check_the_fingerprint(first_save, s
         load_model(ck, task, "--teacher-path")
     allowed = H.build_trainer(swapped_data, 1, 0, ["--allow-dictionary-change"])
     assert allowed.load_checkpoint(ck, reset_optimizer=True) is not None
+
+
+def test_reshard_names_an_unreadable_input(first_save, tmp_path):
+    bad = tmp_path / "checkpoint_1_3.pt"
+    bad.write_bytes((first_save / "checkpoint_1_3.pt").read_bytes()[:4000])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = load_script("reshard_checkpoint").main([str(bad), str(tmp_path / "out.pt"), "--world-size", "1"])
+    assert rc == 2 and err.getvalue().startswith(f"reshard_checkpoint: error: {bad} is not a readable checkpoint: it "
+                                                 f"is truncated or corrupt (4,000 bytes")
+    assert "Traceback" not in err.getvalue() and not (tmp_path / "out.pt").exists()
