@@ -73,6 +73,27 @@ def test_finetune_configs(name, metric):
     assert "SET_checkpoint.finetune_from_model" in load(name).checkpoint.finetune_from_model
 
 
+def test_one_finetuning_recipe_with_one_decode():
+    """The README's fine-tuning commands and compare_finetune.sh run config/finetune_tiny.yaml, and their
+    fairseq-generate decodes as validation does (its eval_generate_args), with an explicit length limit."""
+    import json
+
+    cfg = load("finetune_tiny")
+    gen = json.loads(cfg.task.eval_generate_args)
+    flags = f"--beam {gen['beam']} --max-len-a {gen['max_len_a']} --max-len-b {gen['max_len_b']}"
+    readme = (CONFIG_DIR.parent / "README.md").read_text()
+    section = readme[readme.index("## Fine-tuning on text-to-text tasks"):readme.index("### Measured: dense vs Switch")]
+    script = (CONFIG_DIR.parent / "scripts" / "compare_finetune.sh").read_text()
+    for where, text in (("README", section), ("compare_finetune.sh", script)):
+        assert "--config-name finetune_tiny " in text, where
+        generates = [ln for ln in text.splitlines() if "--gen-subset test" in ln]
+        assert generates and all(flags in ln for ln in generates), (where, flags, generates)
+        assert "fairseq-train " not in text, where  # no second recipe
+    assert "model.moe_expert_count=0" in section  # the dense twin, next to the Switch command
+    # validation at every validate_interval_updates only, not also at each epoch end
+    assert cfg.dataset.validate_interval > 1000
+
+
 @pytest.mark.parametrize("name,task", [("distill_tiny", "span_corruption"), ("distill_tiny_summaries", "text_to_text")])
 def test_distillation_configs_make_the_table6_rows(name, task):
     from fairseq_switch.criterions.switch_distillation import SwitchDistillationConfig
