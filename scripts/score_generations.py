@@ -3,7 +3,11 @@
 
 Pairs each example's best hypothesis (the D- line, else H-) with its reference (T- line), turns raw
 SentencePiece pieces into text ("▁The ▁cat s" -> "The cats"; text that is already detokenized is
-left alone) and prints the number of examples and each metric, in percent.
+left alone; <unk> is deleted, never scored as a word) and prints the number of examples and each
+metric, in percent. With rouge, also two signs of degenerate output: distinct (distinct hypotheses
+/ hypotheses) and repetitive (outputs whose H- line repeats one piece 4 or more times in a row,
+like "▁US S S S S"). The scoring is fairseq_switch/evaluation.py's `evaluate`, the same as
+validation by generation (--eval-metric) logs.
 
     fairseq-generate data-bin/x --user-dir fairseq_switch --task text_to_text --path ckpt.pt \\
         --gen-subset test --beam 4 > gen.out
@@ -58,17 +62,23 @@ def score(lines, metrics, spm_model=None):
     if spm_model:
         evaluation.load_spm(spm_model)  # a wrong path fails now, even if every line is already text
     examples = evaluation.read_generate_output(lines)
-    hyps = [evaluation.detokenize(e.hypothesis, spm_model) for e in examples]
-    refs = [evaluation.detokenize(e.target, spm_model) for e in examples]
-    return {"examples": len(examples), **evaluation.compute_metrics(hyps, refs, metrics)}
+    scores = evaluation.evaluate([e.hypothesis for e in examples], [e.target for e in examples], metrics,
+                                 spm_model, hyp_tokens=[e.tokens for e in examples])
+    return {"examples": len(examples), **scores}
 
 
 def format_table(result, metrics) -> str:
-    rows = [("examples", str(result["examples"]))]
+    n = result["examples"]
+    rows = [("examples", str(n))]
     for m in metrics:
         if m == "rouge":
-            for n in ("rouge1", "rouge2", "rougeL"):
-                rows.append((n, f"{result[n]:.2f}  (P {result[n + '_precision']:.2f}  R {result[n + '_recall']:.2f})"))
+            for name in ("rouge1", "rouge2", "rougeL"):
+                rows.append((name, f"{result[name]:.2f}  (P {result[name + '_precision']:.2f}  "
+                                   f"R {result[name + '_recall']:.2f})"))
+            rows.append(("distinct", f"{result['distinct']:.2f}  ({round(result['distinct'] * n / 100)} different "
+                                     f"outputs of {n})"))
+            rows.append(("repetitive", f"{result['repetitive']:.2f}  ({round(result['repetitive'] * n / 100)} of "
+                                       f"{n} repeat a token {evaluation.REPEAT_RUN}+ times in a row)"))
         else:
             rows.append((m, f"{result[m]:.2f}"))
     width = max(len(name) for name, _ in rows)

@@ -10,6 +10,8 @@ import pytest
 
 from fairseq_switch import evaluation as ev
 
+from .helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "score_generations.py"
 
@@ -153,14 +155,60 @@ def test_detokenize_leaves_text_alone_and_checks_the_model(spm_model):
     assert ev.detokenize("▁The ▁cat s ▁sat .") == "The cats sat."
     assert ev.detokenize("The cats  sat.") == "The cats  sat."  # no "▁": already post-processed
     assert ev.detokenize("") == ""
-    # fairseq escapes <unk> in T- lines; kept as text by the rule
-    assert ev.detokenize("▁the <<unk>> ▁cat") == "the<<unk>> cat"
+    assert ev.detokenize("cat s") == "cat s" and ev.detokenize("cat s", pieces=True) == "cats"
     with pytest.raises(ValueError, match="not in the SentencePiece model"):
         ev.detokenize("▁the ▁zzzqqq", spm_model)
     with pytest.raises(ValueError, match="model not found"):
         ev.detokenize("▁the", "/nonexistent/spm.model")
     with pytest.raises(ValueError, match="not a SentencePiece model"):
         ev.load_spm(ROOT / "data" / "moby_dick" / "README.md")
+
+
+def test_detokenize_deletes_unk_in_pieces_and_in_text(spm_model):
+    import sentencepiece as spm
+
+    # fairseq prints <unk> in H- lines and "<<unk>>" in T- lines; --post-process glues it to its neighbours
+    cases = [
+        ("▁the <<unk>> ▁cat", "the cat"),
+        ("▁the ▁ <unk> ▁cat", "the cat"),  # "▁" + an unknown character: no double space left
+        ("▁caf <unk> s ▁au ▁lait", "cafs au lait"),  # inside a word: its other characters stay
+        ("<unk> <<unk>>", ""),
+        ("the<<unk>> cat", "the cat"),  # the same lines post-processed into text
+        ("the <unk> cat", "the cat"),
+        ("caf<unk>s au lait", "cafs au lait"),
+    ]
+    assert [ev.detokenize(line) for line, _ in cases] == [text for _, text in cases]
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    pieces = lambda text: sp.encode(text, out_type=str)  # noqa: E731
+    line = " ".join(["<<unk>>", *pieces("Call me"), "<unk>", *pieces("Ishmael."), "<unk>"])
+    assert ev.detokenize(line, spm_model) == ev.detokenize(line) == "Call me Ishmael."  # never " ⁇ "
+
+
+@pytest.fixture(scope="module")
+def byte_spm_model(tmp_path_factory):
+    """A unigram model with byte fallback: characters outside its training text become <0xNN> pieces."""
+    import sentencepiece as spm
+
+    lines = (ROOT / "data" / "moby_dick" / "moby_dick.txt").read_text(encoding="utf-8").splitlines()[200:260]
+    prefix = tmp_path_factory.mktemp("spm_bytes") / "spm"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(line for line in lines if line.strip()),
+                                   model_prefix=str(prefix), vocab_size=360, byte_fallback=True,
+                                   character_coverage=1.0, num_threads=1, minloglevel=2)
+    return str(prefix) + ".model"
+
+
+def test_detokenize_decodes_byte_fallback_pieces(byte_spm_model):
+    import sentencepiece as spm
+
+    text = "Café \u201cnaïve\u201d whale"
+    line = " ".join(spm.SentencePieceProcessor(model_file=byte_spm_model).encode(text, out_type=str))
+    assert "<0xC3> <0xA9>" in line  # é
+    assert ev.detokenize(line, byte_spm_model) == ev.detokenize(line) == text
+    post_processed = line.replace(" ", "").replace("▁", " ").strip()  # fairseq --post-process sentencepiece
+    assert "Caf<0xC3><0xA9>" in post_processed and ev.detokenize(post_processed) == text
+    # an invalid sequence: one U+FFFD per byte, with or without the model
+    invalid = "▁a <0xE2> <0x80> ▁b"
+    assert ev.detokenize(invalid, byte_spm_model) == ev.detokenize(invalid) == "a\ufffd\ufffd b"
 
 
 # ----------------------------------------------------------------------------- fairseq-generate output
@@ -213,6 +261,58 @@ def test_read_generate_output_prefers_d_lines():
 def test_read_generate_output_errors(lines, message):
     with pytest.raises(ValueError, match=message):
         ev.read_generate_output(lines)
+
+
+# ----------------------------------------------------------------------------- unknown tokens, degenerate outputs
+
+# a reference and a hypothesis with unknown tokens, as fairseq-generate prints them (T- escapes <unk>)
+UNK_SAMPLE = ["T-0\t▁the ▁cat ▁sat ▁on ▁the ▁ <<unk>> ▁mat", "H-0\t-0.3\t▁the ▁cat ▁sat <unk> ▁on ▁a ▁mat"]
+
+
+def test_rouge_never_scores_unk_as_a_word():
+    # with <unk> deleted: hyp "the cat sat on a mat" vs ref "the cat sat on the mat", 6 words each;
+    # unigrams the, cat, sat, on, mat = 5/6; bigrams "the cat", "cat sat", "sat on" = 3/5; LCS 5/6.
+    # Scoring the unk (as "unk" on both sides) would add a matching word: 6/7 and 4/6
+    hand = {"rouge1": 500 / 6, "rouge2": 60.0, "rougeL": 500 / 6}
+    assert ev.rouge_scores(["the cat sat on a mat"], ["the cat sat on the mat"]) == pytest.approx(
+        {k + s: v for k, v in hand.items() for s in ("", "_precision", "_recall")})
+    result = load_script("score_generations").score(UNK_SAMPLE, ["rouge"])
+    assert {k: result[k] for k in hand} == pytest.approx(hand)
+
+
+def test_distinct_and_repetitive_outputs():
+    assert ev.distinct_outputs(["The cat", "The cat", "the cat", "The dog"]) == 75.0  # compared exactly
+    outputs = [
+        "▁The ▁US S S S S",  # "The USSSS": one piece 4 times in a row
+        "▁the ▁the ▁the ▁the ▁end",  # a word 4 times
+        "▁the ▁the ▁the ▁cat ▁the",  # 3 in a row is not enough
+        "▁a ▁b ▁a ▁b ▁a ▁b ▁a ▁b",  # alternation is not a run
+        "",
+    ]
+    assert ev.repetitive_outputs(outputs) == 40.0
+    assert ev.repetitive_outputs(["<unk> <unk> <unk> <unk>"]) == 100.0
+    for fn in (ev.distinct_outputs, ev.repetitive_outputs):
+        with pytest.raises(ValueError, match="non-empty list"):
+            fn([])
+
+
+def test_cli_reports_degenerate_outputs(tmp_path, capsys):
+    # --bpe sentencepiece: D- holds text, H- the generated pieces the repetition is counted on
+    gen = tmp_path / "gen.out"
+    gen.write_text(
+        "T-0\tThe US wins.\nH-0\t-1.0\t▁The ▁US S S S S\nD-0\t-1.0\tThe USSSS\n"
+        "T-1\tRain in Spain.\nH-1\t-1.0\t▁The ▁US S S S S\nD-1\t-1.0\tThe USSSS\n"
+        "T-2\tThe US wins.\nH-2\t-1.0\t▁The ▁US ▁wins .\nD-2\t-1.0\tThe US wins.\n", encoding="utf-8")
+    script = load_script("score_generations")
+    assert script.main([str(gen), "--json", "--output", str(tmp_path / "s.json")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert (result["distinct"], result["repetitive"]) == pytest.approx((200 / 3, 200 / 3))
+    # ROUGE scores the D- text: "The USSSS" shares "the" with "The US wins." (P 1/2, R 1/3, F 2/5)
+    assert result["rouge1"] == pytest.approx((40 + 0 + 100) / 3)
+    assert script.main([str(gen)]) == 0
+    table = capsys.readouterr().out
+    assert "distinct    66.67  (2 different outputs of 3)" in table
+    assert "repetitive  66.67  (2 of 3 repeat a token 4+ times in a row)" in table
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -246,6 +246,48 @@ def test_validation_by_generation_matches_generate_and_score(downstream, pretrai
         assert valid[-1][key] == pytest.approx(scored[key], abs=0.01), key
 
 
+def test_validation_scores_equal_score_generations_on_the_same_tokens(downstream):
+    """--eval-metric rouge and fairseq-generate + score_generations.py agree on the same tokens, unknown
+    ones included: <unk> is deleted before scoring (in-training it used to be a made-up word)."""
+    import sentencepiece as spm
+    import torch
+    from fairseq.data import data_utils
+
+    from fairseq_switch.evaluation import rouge_scores
+
+    from .helpers import load_script
+
+    task, _ = _task_and_model(downstream, ["--eval-metric", "rouge"])
+    d, sp = task.tgt_dict, spm.SentencePieceProcessor(model_file=str(downstream / "spm.model"))
+
+    def ids(text):  # "?" is an unknown token
+        out = []
+        for i, part in enumerate(text.split("?")):
+            out += [d.unk()] * (i > 0) + [d.index(p) for p in sp.encode(part.strip(), out_type=str)]
+        return torch.tensor(out + [d.eos()])
+
+    pairs = [("the whale ? ship sailed", "the whale ship ? sailed"), ("? the captain", "the captain ?"),
+             ("the sea", "whale whale whale whale"), ("deep water with men", "? deep water ?")]
+    refs, hyps = [ids(r) for r, _ in pairs], [ids(h) for _, h in pairs]
+    assert sum(t.eq(d.unk()).sum() for t in refs + hyps) == 6  # every other word is in the dictionary
+    logs = task.generation_logs({"target": data_utils.collate_tokens(refs, d.pad())}, [[{"tokens": h}] for h in hyps])
+    # fairseq-generate's lines for the same tokens: T- escapes <unk> as <<unk>>
+    lines = [line for i, (r, h) in enumerate(zip(refs, hyps)) for line in (
+        f"T-{i}\t{d.string(r, escape_unk=True)}", f"H-{i}\t-0.5\t{d.string(h)}", f"D-{i}\t-0.5\t{d.string(h)}")]
+    assert "<<unk>>" in lines[0] and "<unk>" in lines[1]
+    score = load_script("score_generations").score
+    # <unk> deleted: 100, 100, 0, and "deep water" of "deep water with men" (R1 2/3, R2 1/2, RL 2/3)
+    hand = {"rouge1": (200 + 200 / 3) / 4, "rouge2": 250 / 4, "rougeL": (200 + 200 / 3) / 4, "repetitive": 25.0}
+    plain = rouge_scores(["the whale ship sailed", "the captain", "whale whale whale whale", "deep water"],
+                         ["the whale ship sailed", "the captain", "the sea", "deep water with men"])
+    assert logs["_t2t_n"] == 4
+    for offline in (score(lines, ["rouge"], downstream / "spm.model"), score(lines, ["rouge"])):
+        for key, value in hand.items():
+            assert logs[f"_t2t_{key}"] / 4 == pytest.approx(offline[key], abs=1e-9), key
+            assert offline[key] == pytest.approx(value), key
+            assert key == "repetitive" or offline[key] == pytest.approx(plain[key]), key
+
+
 @pytest.fixture(scope="module")
 def mixture(pretrain_data, downstream, tmp_path_factory):
     """Two prepared tasks under one root: a (copy the first two words) and b (label: long/short input)."""

@@ -14,7 +14,10 @@ default) and 0.4 inside the experts, which this task applies unless --moe-expert
 
 Validation by generation (`--eval-metric rouge|em|acc`): every validation also decodes the valid
 set (greedy by default, `--eval-generate-args`) with no token dropped by capacity, as
-fairseq-generate does, and logs ROUGE-1/2/L, exact match or accuracy next to the loss. With
+fairseq-generate does, and logs ROUGE-1/2/L, exact match or accuracy next to the loss, scored by
+evaluation.evaluate exactly as scripts/score_generations.py scores fairseq-generate output (an <unk>
+is deleted, never a word); with rouge also `repetitive`, the percentage of outputs that repeat one
+piece 4 or more times in a row (degenerate decoding). With
 `--best-checkpoint-metric rouge2 --maximize-best-checkpoint-metric` fairseq keeps the best
 checkpoint by it and logs the peak as `best_rouge2` (the paper reports peak validation scores).
 
@@ -49,7 +52,9 @@ from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
 logger = logging.getLogger(__name__)
 
 SOURCE, TARGET = "input", "target"
-EVAL_METRICS = {"none": (), "rouge": ("rouge1", "rouge2", "rougeL"), "em": ("em",), "acc": ("acc",)}
+# what --eval-metric logs; with rouge also "repetitive", the share of outputs that repeat a piece 4+ times in
+# a row ("distinct" is not: unlike a share of outputs, a count of distinct ones does not add up over batches)
+EVAL_METRICS = {"none": (), "rouge": ("rouge1", "rouge2", "rougeL", "repetitive"), "em": ("em",), "acc": ("acc",)}
 
 
 @dataclass
@@ -148,33 +153,44 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
-        names = EVAL_METRICS[str(self.cfg.eval_metric)]
-        if names:
-            hyps, refs = self._generate(model, sample)
-            groups = {"": list(range(len(hyps)))}
-            if "task_ids" in sample:  # a mixture: score each task apart
-                groups = {}
-                task_names = mixture_names(self.cfg)
-                for i, t in enumerate(sample["task_ids"].tolist()):
-                    groups.setdefault(task_names[t] + "_", []).append(i)
-            for task, rows in groups.items():
-                scores = evaluation.compute_metrics([hyps[i] for i in rows], [refs[i] for i in rows],
-                                                    [str(self.cfg.eval_metric)])
-                logging_output[f"_t2t_{task}n"] = len(rows)
-                for name in names:  # sums, so that batches and ranks add up
-                    logging_output[f"_t2t_{task}{name}"] = scores[name] * len(rows)
+        if EVAL_METRICS[str(self.cfg.eval_metric)]:
+            with _generating(model):
+                out = self.inference_step(self.sequence_generator, [model], sample, prefix_tokens=None)
+            logging_output.update(self.generation_logs(sample, out))
         return loss, sample_size, logging_output
 
-    def _generate(self, model, sample):
-        def text(tokens, unk):
-            # "sentencepiece" joins the pieces back into text; a reference <unk> never matches
-            return self.tgt_dict.string(tokens.int().cpu(), "sentencepiece", unk_string=unk)
+    def generation_logs(self, sample, out) -> dict:
+        """The --eval-metric scores of the best hypotheses in `out` (inference_step's) against the batch's
+        targets, as sums over examples (so that batches and ranks add up) for reduce_metrics.
 
-        with _generating(model):
-            out = self.inference_step(self.sequence_generator, [model], sample, prefix_tokens=None)
-        hyps = [text(o[0]["tokens"], "<unk>") for o in out]
-        refs = [text(utils.strip_pad(t, self.tgt_dict.pad()), "<unk-in-reference>") for t in sample["target"]]
-        return hyps, refs
+        Scored by evaluation.evaluate from the H- and T- lines fairseq-generate prints for the same tokens
+        (raw pieces, <unk> escaped in the reference), detokenized with the data's spm.model: the numbers
+        scripts/score_generations.py --spm-model gives."""
+        metric, names = str(self.cfg.eval_metric), EVAL_METRICS[str(self.cfg.eval_metric)]
+        hyps = [self.tgt_dict.string(o[0]["tokens"].int().cpu()) for o in out]
+        refs = [self.tgt_dict.string(utils.strip_pad(t, self.tgt_dict.pad()).int().cpu(), escape_unk=True)
+                for t in sample["target"]]
+        groups = {"": list(range(len(hyps)))}
+        if "task_ids" in sample:  # a mixture: score each task apart
+            groups = {}
+            task_names = mixture_names(self.cfg)
+            for i, t in enumerate(sample["task_ids"].tolist()):
+                groups.setdefault(task_names[t] + "_", []).append(i)
+        logs = {}
+        for task, rows in groups.items():
+            scores = evaluation.evaluate([hyps[i] for i in rows], [refs[i] for i in rows], [metric],
+                                         self.spm_model, pieces=True)
+            logs[f"_t2t_{task}n"] = len(rows)
+            for name in names:
+                logs[f"_t2t_{task}{name}"] = scores[name] * len(rows)
+        return logs
+
+    @property
+    def spm_model(self):
+        """The data's spm.model (prepare_downstream_data.py copies the pretraining one), or None."""
+        root = (self.cfg.data or "").split(os.pathsep)[0]
+        path = os.path.join(root, *mixture_names(self.cfg)[:1], "spm.model")
+        return path if os.path.isfile(path) else None
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
