@@ -8,7 +8,11 @@ and tsv columns are named with --input-field/--target-field.
 
 Every example is accounted for: empty inputs or targets are skipped, over-long ones are
 truncated (or skipped with --overlong drop), and the counts are printed and kept in
-<out>/prepare.json. Re-running with the same inputs and options does nothing.
+<out>/prepare.json, with, per split, the input and target lengths in tokens before the limit
+(p50/p90/p99/max, incl. </s>), the share over the limit and the share of <unk> tokens. A warning
+line says when more than 10% of a split's inputs (or targets) are cut, and when more than 0.1% of
+its tokens are <unk> (a pretraining vocabulary without byte fallback). Re-running with the same
+inputs and options does nothing (and prints the same report).
 
     python scripts/prepare_downstream_data.py --pretrained data-bin/pretrain_sample \\
         --out data-bin/ft_summ --prefix "summarize: " data/downstream/<dataset>
@@ -22,6 +26,7 @@ Outputs: <out>/dict.{input,target}.txt, <out>/{split}.input-target.{input,target
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import shutil
@@ -32,7 +37,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
 SRC, TGT = "input", "target"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lengths and <unk> rates recorded
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,7 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target-field", default="target", help="jsonl field / tsv column of the target (default: target)")
     p.add_argument("--format", default="auto", choices=["auto", "jsonl", "tsv"], help="default: from the file name")
     p.add_argument("--prefix", default="", help='task prefix put before every input, e.g. "summarize: " (T5 style)')
-    p.add_argument("--max-input-tokens", type=int, default=512, help="input pieces incl. </s> (T5: 512)")
+    p.add_argument("--max-input-tokens", type=int, default=512,
+                   help="input pieces incl. </s> (T5: 512); longer inputs are cut (the report gives how many, and "
+                        "the length percentiles)")
     p.add_argument("--max-target-tokens", type=int, default=128, help="target pieces incl. </s>")
     p.add_argument("--overlong", default="truncate", choices=["truncate", "drop"],
                    help="what to do with longer examples: cut them (T5) or leave them out; counted either way")
@@ -95,42 +102,23 @@ def fingerprint(files: dict[str, Path], args) -> dict:
     return key
 
 
-def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path, utf8_counts=None) -> dict:
-    """Write one line of pieces per kept pair; return the counts (bytes that are not UTF-8: in `utf8_counts`)."""
+def encode_split(sp, path: Path, args, out_src: Path, out_tgt: Path, utf8_counts=None, unknown=None) -> tuple:
+    """(counts, lengths) of one split (see fairseq_switch/data/pair_encoding.py); bytes that are not UTF-8
+    are counted in `utf8_counts`, the pieces the vocabulary lacks in `unknown`."""
+    from fairseq_switch.data.pair_encoding import encode_pairs
     from fairseq_switch.data.pairs import read_pairs
 
-    c = {"read": 0, "kept": 0, "empty": 0, "input_truncated": 0, "target_truncated": 0, "dropped_overlong": 0,
-         "input_tokens": 0, "target_tokens": 0}
-    max_in, max_tgt = args.max_input_tokens - 1, args.max_target_tokens - 1  # fairseq appends </s>
-    with open(out_src, "w", encoding="utf-8") as fs, open(out_tgt, "w", encoding="utf-8") as ft:
-        for inp, tgt in read_pairs(path, args.input_field, args.target_field, args.format, args.bad_utf8, utf8_counts):
-            c["read"] += 1
-            inp, tgt = " ".join(inp.split()), " ".join(tgt.split())
-            if not inp or not tgt:
-                c["empty"] += 1
-                continue
-            src_pieces = sp.encode(args.prefix + inp, out_type=str)
-            tgt_pieces = sp.encode(tgt, out_type=str)
-            over_in, over_tgt = len(src_pieces) > max_in, len(tgt_pieces) > max_tgt
-            if (over_in or over_tgt) and args.overlong == "drop":
-                c["dropped_overlong"] += 1
-                continue
-            c["input_truncated"] += over_in
-            c["target_truncated"] += over_tgt
-            src_pieces, tgt_pieces = src_pieces[:max_in], tgt_pieces[:max_tgt]
-            fs.write(" ".join(src_pieces) + "\n")
-            ft.write(" ".join(tgt_pieces) + "\n")
-            c["kept"] += 1
-            c["input_tokens"] += len(src_pieces) + 1
-            c["target_tokens"] += len(tgt_pieces) + 1
-    return c
+    pairs = read_pairs(path, args.input_field, args.target_field, args.format, args.bad_utf8, utf8_counts)
+    return encode_pairs(sp, pairs, out_src, out_tgt, args.prefix, args.max_input_tokens, args.max_target_tokens,
+                        args.overlong, unknown)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
     from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, check_output_folder, fail
-    from fairseq_switch.data.vocab import run_fairseq_preprocess, unk_rates
+    from fairseq_switch.data.pair_encoding import unk_percents
+    from fairseq_switch.data.vocab import has_byte_fallback, run_fairseq_preprocess
 
     t0 = time.time()
     try:
@@ -154,7 +142,7 @@ def main(argv=None) -> int:
         done = json.loads(stamp.read_text())
         if done.get("key") == key:
             print(f"[prepare] {out}: up to date")
-            _report(done["counts"], done.get("bad_utf8"))
+            _report(done, args)
             return 0
     raw.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
@@ -162,11 +150,12 @@ def main(argv=None) -> int:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(args.pretrained / "spm.model"))
-    counts, utf8_counts = {}, BadUtf8Counts(args.bad_utf8)
+    counts, lengths, utf8_counts, unknown = {}, {}, BadUtf8Counts(args.bad_utf8), collections.Counter()
     try:
         for s, f in files.items():
             print(f"[prepare] encode {s}: {f}", flush=True)
-            counts[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}", utf8_counts)
+            counts[s], lengths[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}", utf8_counts,
+                                                 unknown)
             if counts[s]["kept"] == 0:
                 raise SystemExit(f"error: {f}: no usable pair ({counts[s]['read']} read, {counts[s]['empty']} "
                                  f"empty, {counts[s]['dropped_overlong']} over-long)")
@@ -178,7 +167,7 @@ def main(argv=None) -> int:
     prefs = []
     for s in files:
         prefs += [f"--{s}pref", str(raw / s)]
-    log = run_fairseq_preprocess([
+    run_fairseq_preprocess([
         "--source-lang", SRC, "--target-lang", TGT, "--srcdict", str(args.pretrained / "dict.txt"),
         "--tgtdict", str(args.pretrained / "dict.txt"), *prefs, "--destdir", str(out), "--workers", str(args.workers),
     ])
@@ -186,26 +175,41 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"error: fairseq-preprocess did not write {', '.join(missing)}")
     shutil.copy(args.pretrained / "spm.model", out / "spm.model")
-    record = {"key": key, "counts": counts, "unk": unk_rates(log), "pretrained": str(args.pretrained.resolve())}
+    record = {"key": key, "counts": counts, "lengths": lengths,
+              "unk_percent": {s: unk_percents(c) for s, c in counts.items()},
+              "pretrained": str(args.pretrained.resolve())}
+    record["byte_fallback"] = has_byte_fallback(sp)
+    record["unknown_characters"] = dict(unknown.most_common(20))
     if args.bad_utf8 != "error":
         record["bad_utf8"] = utf8_counts.as_dict()
     stamp.write_text(json.dumps(record, indent=1))
-    _report(counts, record.get("bad_utf8"))
-    print(f"[prepare] {out}: " + ", ".join(unk_rates(log)) + f"; {time.time() - t0:.1f}s")
+    _report(record, args)
+    print(f"[prepare] {out}: done in {time.time() - t0:.1f}s")
     return 0
 
 
-def _report(counts: dict, bad_utf8: dict | None = None) -> None:
-    if bad_utf8:
+def _report(record: dict, args) -> None:
+    """The counts, lengths, <unk> rates and warnings of a run (also when it is up to date)."""
+    from fairseq_switch.data.pair_encoding import length_table, truncation_warnings, unk_warning
+
+    if record.get("bad_utf8"):
         from fairseq_switch.data.corpus import describe_bad_utf8
 
-        print(f"[prepare]   {describe_bad_utf8(bad_utf8)}")
-    for s, c in counts.items():
+        print(f"[prepare]   {describe_bad_utf8(record['bad_utf8'])}")
+    for s, c in record["counts"].items():
         notes = [f"{c[k]} {k.replace('_', ' ')}" for k in ("empty", "input_truncated", "target_truncated",
                                                            "dropped_overlong") if c[k]]
         print(f"[prepare]   {s:5s}: {c['read']:6d} read, {c['kept']:6d} kept"
               + (f" ({', '.join(notes)})" if notes else "")
               + f"; {c['input_tokens']:,d} input / {c['target_tokens']:,d} target tokens")
+    limits = {SRC: args.max_input_tokens, TGT: args.max_target_tokens}
+    for line in length_table(record["lengths"], record["unk_percent"], limits):
+        print(f"[prepare]   {line}")
+    warnings = truncation_warnings(record["lengths"], limits, args.overlong)
+    warnings.append(unk_warning(record["unk_percent"], record["unknown_characters"], record["byte_fallback"],
+                                args.pretrained / "spm.model"))
+    for line in filter(None, warnings):
+        print(f"[prepare] {line}")
 
 
 if __name__ == "__main__":

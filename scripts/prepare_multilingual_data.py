@@ -17,16 +17,18 @@ Steps (each is skipped when its outputs exist and were made from the same inputs
      valid and test (--valid-chars / --test-chars CHARACTERS each: Japanese or Chinese have no
      spaces to count words by); write <out>/raw/<lang>/{train,valid,test}.txt;
   2. train one SentencePiece unigram model (<out>/spm.model, 100 sentinels <extra_id_N> at ids
-     4..103, ids equal to the fairseq dictionary's) on a temperature-sampled mixture: language l
+     4..103, then with byte fallback (the default; --no-byte-fallback turns it off) the 256 byte
+     pieces <0x00>..<0xFF>, so that a character left out of the vocabulary is written as its UTF-8
+     bytes instead of <unk>; ids equal to the fairseq dictionary's) on a temperature-sampled mixture: language l
      gets the share p_l ~ n_l^alpha (n_l: its training characters, alpha = --alpha, 0.3 as mT5) of
      --spm-sentences text pieces (of <= 2000 characters), repeating a small language's pieces when
      its share exceeds its text;
-  3. encode every split of every language with it (<out>/raw/<lang>/{split}.pieces) and write the
-     shared dictionary (counts from all languages' training text);
+  3. encode every split of every language with it (<out>/raw/<lang>/{split}.pieces), count its
+     <unk> pieces, and write the shared dictionary (counts from all languages' training text);
   4. binarize with fairseq-preprocess --only-source --srcdict into <out>/<lang>/{train,valid,test}.{bin,idx}
      (+ <out>/<lang>/dict.txt, a copy of the shared <out>/dict.txt).
 <out>/prepare.json records the options, per language the documents, characters and tokens of each
-split, the SentencePiece sampling shares and the <unk> rates.
+split, the SentencePiece sampling shares and the <unk> counts and rates.
 
 Usage:
     python scripts/prepare_multilingual_data.py --out data-bin/multilingual_sample
@@ -50,10 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _plugin_module import load_plugin_module  # noqa: E402
 from prepare_pretraining_data import (  # noqa: E402
     BAD_UTF8_HELP,
-    MIN_VOCAB_SIZE,
+    NO_BYTE_FALLBACK_HELP,
     SPLITS,
     Steps,
-    encode_file,
+    check_vocab_size,
     sha256_files,
     split_documents,
     text_pieces,
@@ -85,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="SentencePiece sampling temperature: share ~ characters^alpha (0.3 as mT5; "
                          "1 = proportional, 0 = uniform)")
     ap.add_argument("--vocab-size", type=int, default=8000,
-                    help="SentencePiece vocabulary incl. 4 specials and 100 sentinels (mT5: 250000)")
+                    help="SentencePiece vocabulary incl. 4 specials, 100 sentinels and 256 byte pieces (mT5: 250000)")
+    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false", help=NO_BYTE_FALLBACK_HELP)
     ap.add_argument("--spm-sentences", type=int, default=None,
                     help="text pieces (<= 2000 characters) in the SentencePiece mixture (default: as many as "
                          f"the languages' training text has, at most {MAX_DEFAULT_SPM_PIECES:,d})")
@@ -101,9 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="threads/workers for SentencePiece and binarizing")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args(argv)
-    if args.vocab_size < MIN_VOCAB_SIZE:
-        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); "
-                 f"use >= {MIN_VOCAB_SIZE}")
+    check_vocab_size(ap, args)
     if args.valid_chars < 1 or args.test_chars < 1:
         ap.error("--valid-chars and --test-chars must be >= 1")
     if args.alpha < 0:
@@ -228,15 +229,6 @@ def split_language(lang: str, docs: list[str], args) -> tuple[dict | None, str |
                   f"--test-chars {args.test_chars}; {need}, add text, or leave {lang!r} out with --languages")
 
 
-def unk_by_file(preprocess_log: str) -> dict[str, float]:
-    """{input file: % of tokens replaced by <unk>} from fairseq-preprocess's log."""
-    rates = {}
-    for line in vocab.unk_rates(preprocess_log):  # "FILE: 0.01% <unk>"
-        name, rate = line.rsplit(": ", 1)
-        rates[name] = float(rate.split("%")[0])
-    return rates
-
-
 def write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
@@ -309,6 +301,8 @@ def main(argv=None) -> int:
     # 2. one SentencePiece model on a temperature-sampled mixture of the languages
     spm_key = {"split": split_key, "vocab_size": args.vocab_size, "alpha": args.alpha,
                "spm_sentences": args.spm_sentences, "sentinels": NUM_SENTINELS}
+    if args.byte_fallback:  # absent without: a folder prepared before byte fallback was the default matches that
+        spm_key["byte_fallback"] = True
     if steps.done("spm", spm_key, [out / "spm.model", out / "spm.vocab"]):
         print("[prepare] 2/4 SentencePiece: up to date")
     else:
@@ -332,18 +326,21 @@ def main(argv=None) -> int:
                                   "text_share": round(chars[lang] / sum(chars.values()), 6),
                                   "pieces": quotas[lang], "available_pieces": len(available_pieces[lang]),
                                   "characters": sum(map(len, sample))}
-        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}, on {len(mixture):,d} text pieces "
+        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}"
+              f"{' (byte fallback)' if args.byte_fallback else ''}, on {len(mixture):,d} text pieces "
               f"({sum(map(len, mixture)):,d} characters) sampled with alpha {args.alpha} ...", flush=True)
         try:
             vocab.train_spm(mixture, out / "spm", args.vocab_size, args.seed,
                             user_defined_symbols=sentinels.sentinel_symbols(), num_threads=args.workers,
-                            min_vocab_size=MIN_VOCAB_SIZE)
+                            min_vocab_size=vocab.min_vocab_size(NUM_SENTINELS, args.byte_fallback),
+                            byte_fallback=args.byte_fallback)
         except vocab.VocabSizeError as e:
             corpus.fail(str(e))
         except RuntimeError as e:  # e.g. more distinct characters than --vocab-size, or too little text
             raise SystemExit(f"error: SentencePiece training failed: {str(e).strip()}\n"
-                             f"error: --vocab-size {args.vocab_size} must hold the {len(SPECIALS) + NUM_SENTINELS} "
-                             f"specials and sentinels plus every character of the sample (about "
+                             f"error: --vocab-size {args.vocab_size} must hold the "
+                             f"{vocab.describe_reserved(NUM_SENTINELS, args.byte_fallback)} plus every character of "
+                             f"the sample (about "
                              f"{len(set(''.join(mixture)) - {' '})} here), and the sample needs enough text for "
                              f"that many pieces (raise --spm-sentences or add text)")
         steps.finish("spm", spm_key, {"sampling": sample_stats, "pieces": len(mixture),
@@ -364,19 +361,21 @@ def main(argv=None) -> int:
     encode_key = {"spm": spm_key}
     piece_files = {lang: {s: raw / lang / f"{s}.pieces" for s in SPLITS} for lang in languages}
     if steps.done("encode", encode_key,
-                  [f for lang in languages for f in piece_files[lang].values()] + [raw / "dict.txt"]):
+                  [f for lang in languages for f in piece_files[lang].values()] + [raw / "dict.txt"], stats=["unk"]):
         print("[prepare] 3/4 encoding: up to date")
     else:
         steps.invalidate_from("encode")
         print(f"[prepare] 3/4 encoding {len(languages)} language(s) ...", flush=True)
-        tokens, counts = {}, collections.Counter()
+        tokens, unk, counts = {}, {}, collections.Counter()
         for lang in languages:
-            tokens[lang] = {s: encode_file(sp, text_files[lang][s], piece_files[lang][s], args.workers,
-                                           counts if s == "train" else None, desc=f"encode {lang} {s}")
-                            for s in SPLITS}
+            tokens[lang], unk[lang] = {}, {}
+            for s in SPLITS:
+                tokens[lang][s], unk[lang][s] = vocab.encode_file(sp, text_files[lang][s], piece_files[lang][s],
+                                                                  args.workers, counts if s == "train" else None,
+                                                                  desc=f"encode {lang} {s}")
         vocab.write_fairseq_dict(sp, counts, raw / "dict.txt")
-        steps.finish("encode", encode_key, {"tokens": tokens})
-    tokens = steps.state["encode"]["stats"]["tokens"]
+        steps.finish("encode", encode_key, {"tokens": tokens, "unk": unk})
+    tokens, unk = steps.state["encode"]["stats"]["tokens"], steps.state["encode"]["stats"]["unk"]
 
     # 4. binarize: one fairseq-preprocess run for all languages (each start costs seconds of imports):
     # every split of every language is one of its --validpref files, renamed to <out>/<lang>/<split> after
@@ -392,7 +391,7 @@ def main(argv=None) -> int:
         tmp = raw / "binarize"
         shutil.rmtree(tmp, ignore_errors=True)
         order = [(lang, s) for lang in languages for s in SPLITS]
-        log = vocab.run_fairseq_preprocess([
+        vocab.run_fairseq_preprocess([
             "--only-source", "--srcdict", str(raw / "dict.txt"),
             "--validpref", ",".join(str(piece_files[lang][s]) for lang, s in order),
             "--destdir", str(tmp), "--workers", str(args.workers),
@@ -409,28 +408,27 @@ def main(argv=None) -> int:
         shutil.copyfile(raw / "dict.txt", out / "dict.txt")
         shutil.move(str(tmp / "preprocess.log"), raw / "preprocess.log")
         shutil.rmtree(tmp)
-        rates = unk_by_file(log)
-        unk = {lang: {s: rates.get(str(piece_files[lang][s])) for s in SPLITS} for lang in languages}
-        steps.finish("binarize", bin_key, {"unk_percent": unk})
+        steps.finish("binarize", bin_key, {"seconds": round(time.time() - t, 1)})
         print(f"[prepare]   done in {time.time() - t:.1f}s")
-    unk = steps.state["binarize"]["stats"]["unk_percent"]
+    unk_pct = {lang: {s: vocab.unk_percent(unk[lang][s], tokens[lang][s]) for s in SPLITS} for lang in languages}
 
     # summary (also kept in prepare.json, next to the steps)
     print(f"[prepare]   {'':8s} {'tokens (train/valid/test)':>30s} {'chars/token':>12s} "
           f"{'% <unk> (train/valid/test)':>27s}")
     summary = {}
     for lang in languages:
-        summary[lang] = {s: {**split_stats[lang][s], "tokens": tokens[lang][s], "unk_percent": unk[lang][s]}
-                         for s in SPLITS}
+        summary[lang] = {s: {**split_stats[lang][s], "tokens": tokens[lang][s], "unk": unk[lang][s],
+                             "unk_percent": unk_pct[lang][s]} for s in SPLITS}
         summary[lang]["spm_sampling"] = sample_stats[lang]
-        rates = "/".join("?" if unk[lang][s] is None else f"{unk[lang][s]:.2f}" for s in SPLITS)
+        rates = "/".join(f"{unk_pct[lang][s]:.3f}" for s in SPLITS)
         print(f"[prepare]   {lang:8s} {'/'.join(format(tokens[lang][s], ',d') for s in SPLITS):>30s} "
               f"{split_stats[lang]['train']['characters'] / max(tokens[lang]['train'], 1):12.2f} {rates:>27s}")
     steps.state["options"] = {"inputs": [str(p) for p in (args.inputs or DEFAULT_INPUTS)], "languages": languages,
                               "alpha": args.alpha, "vocab_size": args.vocab_size,
                               "spm_sentences": args.spm_sentences, "valid_chars": args.valid_chars,
                               "test_chars": args.test_chars, "doc_format": args.doc_format,
-                              "json_field": args.json_field, "bad_utf8": args.bad_utf8, "seed": args.seed}
+                              "json_field": args.json_field, "bad_utf8": args.bad_utf8, "seed": args.seed,
+                              "byte_fallback": args.byte_fallback}
     steps.state["languages"] = summary
     write_if_changed(steps.path, json.dumps(steps.state, indent=2) + "\n")
 

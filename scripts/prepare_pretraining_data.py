@@ -9,12 +9,15 @@ Steps (each is skipped when its outputs exist and were made from the same inputs
   1. read the documents, shuffle them with --seed and hold out whole documents for valid and
      test (--valid-words / --test-words words each); write <out>/raw/{train,valid,test}.txt;
   2. train a SentencePiece unigram model on the training documents (<out>/spm.model) whose
-     vocabulary reserves 100 sentinels <extra_id_0>..<extra_id_99> (ids 4..103); its ids equal
-     the fairseq dictionary's;
-  3. encode every split to pieces (<out>/raw/{split}.pieces, one document per line);
+     vocabulary reserves 100 sentinels <extra_id_0>..<extra_id_99> (ids 4..103) and, with byte
+     fallback (the default; --no-byte-fallback turns it off), the 256 byte pieces <0x00>..<0xFF>
+     (ids 104..359), so that a character the vocabulary lacks (a £, an emoji) is written as its
+     UTF-8 bytes instead of <unk>; its ids equal the fairseq dictionary's;
+  3. encode every split to pieces (<out>/raw/{split}.pieces, one document per line) and count the
+     <unk> pieces of each;
   4. binarize with fairseq-preprocess --only-source into <out>/{train,valid,test}.{bin,idx} and
      <out>/dict.txt.
-<out>/prepare.json records each step's options and the document/token counts.
+<out>/prepare.json records each step's options, the document/token counts and each split's <unk> rate.
 
 Usage:
     python scripts/prepare_pretraining_data.py --out data-bin/pretrain_sample
@@ -33,13 +36,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _plugin_module import load_plugin_module  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUTS = [REPO_ROOT / "data" / "pretrain_sample", REPO_ROOT / "data" / "moby_dick" / "moby_dick.txt"]
 SPLITS = ("train", "valid", "test")
 STAMP = "prepare.json"
 FORMAT_VERSION = 1
 SPM_CHUNK_CHARS = 2000  # SentencePiece trains on pieces of documents of at most this many characters
-MIN_VOCAB_SIZE = 200  # 4 specials + 100 sentinels + pieces
+NO_BYTE_FALLBACK_HELP = ("train SentencePiece without byte fallback: characters the vocabulary lacks become <unk> "
+                         "instead of their UTF-8 bytes (frees 256 vocabulary slots)")
 BAD_UTF8_HELP = ("bytes that are not UTF-8: error (stop, naming the file and the byte offset), replace "
                  "(each by U+FFFD) or skip (drop their lines); the counts go to <out>/prepare.json")
 
@@ -55,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--json-field", default="text", help="jsonl field holding the document")
     ap.add_argument("--bad-utf8", default="error", choices=["error", "replace", "skip"], help=BAD_UTF8_HELP)
     ap.add_argument("--vocab-size", type=int, default=8000,
-                    help="SentencePiece vocabulary incl. 4 specials and 100 sentinels (T5: 32000)")
+                    help="SentencePiece vocabulary incl. 4 specials, 100 sentinels and 256 byte pieces (T5: 32000)")
+    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false", help=NO_BYTE_FALLBACK_HELP)
     ap.add_argument("--spm-sentences", type=int, default=2_000_000,
                     help="at most this many text pieces (sampled) train SentencePiece")
     ap.add_argument("--valid-words", type=int, default=50_000, help="words held out for validation")
@@ -64,12 +72,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="threads/workers for encoding and binarizing")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args(argv)
-    if args.vocab_size < MIN_VOCAB_SIZE:
-        ap.error(f"--vocab-size {args.vocab_size} is too small (4 specials + 100 sentinels + pieces); "
-                 f"use >= {MIN_VOCAB_SIZE}")
+    check_vocab_size(ap, args)
     if args.valid_words < 1 or args.test_words < 1:
         ap.error("--valid-words and --test-words must be >= 1")
     return args
+
+
+def check_vocab_size(ap: argparse.ArgumentParser, args) -> None:
+    """--vocab-size below what the specials, sentinels, byte pieces and some text pieces need: a usage error."""
+    vocab, sentinels = load_plugin_module("data/vocab"), load_plugin_module("data/sentinels")
+    problem = vocab.vocab_size_problem(args.vocab_size, sentinels.NUM_SENTINELS, args.byte_fallback)
+    if problem:
+        ap.error(problem)
 
 
 def sha256_files(files) -> str:
@@ -145,9 +159,11 @@ class Steps:
             except ValueError:
                 self.state = {}
 
-    def done(self, name: str, key: dict, outputs: list[Path]) -> bool:
+    def done(self, name: str, key: dict, outputs: list[Path], stats=()) -> bool:
+        """The step finished with `key`, its outputs exist and its record holds `stats` (older runs lack some)."""
         entry = self.state.get(name)
-        return bool(entry) and entry.get("key") == key and all(p.is_file() for p in outputs)
+        return (bool(entry) and entry.get("key") == key and all(p.is_file() for p in outputs)
+                and all(k in entry.get("stats", {}) for k in stats))
 
     def invalidate_from(self, name: str) -> None:
         order = ["split", "spm", "encode", "binarize"]
@@ -172,25 +188,6 @@ def count_lines_words(path: Path) -> tuple[int, int]:
     return docs, words
 
 
-def encode_file(sp, text_file: Path, piece_file: Path, workers: int, counts=None, desc="encode") -> int:
-    """Encode one document per line to SentencePiece pieces (space-separated, one line per document);
-    add the pieces to `counts` when given; return the number of pieces."""
-    from tqdm import tqdm
-
-    docs = text_file.read_text(encoding="utf-8").splitlines()
-    n = 0
-    with open(piece_file, "w", encoding="utf-8") as f, \
-            tqdm(total=len(docs), desc=desc, unit="doc", mininterval=1.0) as bar:
-        for i in range(0, len(docs), 256):
-            for doc_pieces in sp.encode(docs[i:i + 256], out_type=str, num_threads=workers):
-                f.write(" ".join(doc_pieces) + "\n")
-                n += len(doc_pieces)
-                if counts is not None:
-                    counts.update(doc_pieces)
-            bar.update(len(docs[i:i + 256]))
-    return n
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
@@ -199,7 +196,8 @@ def main(argv=None) -> int:
     from fairseq_switch.data.corpus import (BadUtf8Counts, CorpusError, check_output_folder, corpus_files,
                                             describe_bad_utf8, fail, read_documents)
     from fairseq_switch.data.sentinels import NUM_SENTINELS, sentinel_symbols
-    from fairseq_switch.data.vocab import (SPECIALS, VocabSizeError, run_fairseq_preprocess, train_spm, unk_rates,
+    from fairseq_switch.data.vocab import (SPECIALS, VocabSizeError, describe_unk, encode_file, has_byte_fallback,
+                                           min_vocab_size, run_fairseq_preprocess, train_spm, unk_percent, unk_rates,
                                            write_fairseq_dict)
 
     out: Path = args.out
@@ -255,6 +253,8 @@ def main(argv=None) -> int:
     # 2. SentencePiece with reserved sentinels
     spm_key = {"split": split_key, "vocab_size": args.vocab_size, "spm_sentences": args.spm_sentences,
                "sentinels": NUM_SENTINELS}
+    if args.byte_fallback:  # absent without: a folder prepared before byte fallback was the default matches that
+        spm_key["byte_fallback"] = True
     spm_files = [out / "spm.model", out / "spm.vocab"]
     if steps.done("spm", spm_key, spm_files):
         print("[prepare] 2/4 SentencePiece: up to date")
@@ -263,11 +263,12 @@ def main(argv=None) -> int:
         t = time.time()
         train_docs = text_files["train"].read_text(encoding="utf-8").splitlines()
         pieces = spm_pieces(train_docs, args.spm_sentences, args.seed)
-        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}, on {len(pieces):,d} text pieces ...",
-              flush=True)
+        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}"
+              f"{' (byte fallback)' if args.byte_fallback else ''}, on {len(pieces):,d} text pieces ...", flush=True)
         try:
             train_spm(pieces, out / "spm", args.vocab_size, args.seed, user_defined_symbols=sentinel_symbols(),
-                      num_threads=args.workers, min_vocab_size=MIN_VOCAB_SIZE)
+                      num_threads=args.workers, min_vocab_size=min_vocab_size(NUM_SENTINELS, args.byte_fallback),
+                      byte_fallback=args.byte_fallback)
         except VocabSizeError as e:
             fail(str(e))
         steps.finish("spm", spm_key, {"seconds": round(time.time() - t, 1)})
@@ -280,19 +281,20 @@ def main(argv=None) -> int:
     # 3. encode
     encode_key = {"spm": spm_key}
     piece_files = {s: raw / f"{s}.pieces" for s in SPLITS}
-    if steps.done("encode", encode_key, list(piece_files.values()) + [raw / "dict.txt"]):
+    if steps.done("encode", encode_key, list(piece_files.values()) + [raw / "dict.txt"], stats=["unk"]):
         print("[prepare] 3/4 encoding: up to date")
-        tokens = steps.state["encode"]["stats"]["tokens"]
     else:
         steps.invalidate_from("encode")
-        tokens, counts = {}, collections.Counter()
+        tokens, unk, counts = {}, {}, collections.Counter()
         for s in SPLITS:
-            tokens[s] = encode_file(sp, text_files[s], piece_files[s], args.workers,
-                                    counts if s == "train" else None, desc=f"encode {s}")
+            tokens[s], unk[s] = encode_file(sp, text_files[s], piece_files[s], args.workers,
+                                            counts if s == "train" else None, desc=f"encode {s}")
         write_fairseq_dict(sp, counts, raw / "dict.txt")
-        steps.finish("encode", encode_key, {"tokens": tokens})
+        steps.finish("encode", encode_key, {"tokens": tokens, "unk": unk,
+                                            "unk_percent": {s: unk_percent(unk[s], tokens[s]) for s in SPLITS}})
+    tokens, unk = steps.state["encode"]["stats"]["tokens"], steps.state["encode"]["stats"]["unk"]
     for s in SPLITS:
-        print(f"[prepare]   {s:5s}: {tokens[s]:10,d} tokens")
+        print(f"[prepare]   {s:5s}: {describe_unk(tokens[s], unk[s])}")
 
     # 4. binarize
     bin_key = {"encode": encode_key}
@@ -315,8 +317,9 @@ def main(argv=None) -> int:
                 if not produced.is_file():
                     raise SystemExit(f"error: fairseq-preprocess did not write {produced}")
         steps.finish("binarize", bin_key, {"unk": unk_rates(log)})
-        print(f"[prepare]   done in {time.time() - t:.1f}s; " + ", ".join(unk_rates(log)))
-    print(f"[prepare] {out}: dictionary {sp.get_piece_size()} symbols ({NUM_SENTINELS} sentinels); "
+        print(f"[prepare]   done in {time.time() - t:.1f}s")
+    print(f"[prepare] {out}: dictionary {sp.get_piece_size()} symbols ({NUM_SENTINELS} sentinels"
+          f"{', 256 byte pieces' if has_byte_fallback(sp) else ', no byte fallback'}); "
           f"{sum(tokens.values()):,d} tokens; {time.time() - t0:.1f}s")
     return 0
 

@@ -54,3 +54,24 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fairseq_preprocess_in_process(args) -> str:
+    """fairseq-preprocess `args` in this process (a subprocess spends seconds importing fairseq again); its log.
+
+    Tests put it in place of fairseq_switch.data.vocab.run_fairseq_preprocess with monkeypatch."""
+    import logging
+
+    from fairseq_cli import preprocess
+
+    parsed = options.get_preprocessing_parser().parse_args(args)
+    loggers = [logging.getLogger(), logging.getLogger("fairseq_cli.preprocess")]
+    before = [list(lg.handlers) for lg in loggers]
+    try:
+        preprocess.main(parsed)
+    finally:  # preprocess.main adds a FileHandler for <destdir>/preprocess.log at every call
+        for lg, kept in zip(loggers, before):
+            for h in [h for h in lg.handlers if h not in kept]:
+                lg.removeHandler(h)
+                h.close()
+    return (Path(parsed.destdir) / "preprocess.log").read_text()

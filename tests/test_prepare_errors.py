@@ -5,7 +5,6 @@ Every script's main() runs in this process on tiny inputs: a subprocess would im
 
 import gzip
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from fairseq_switch.data import corpus, vocab
 from fairseq_switch.data.pairs import read_pairs
-from tests.helpers import load_script
+from tests.helpers import fairseq_preprocess_in_process, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = (ROOT / "data" / "moby_dick" / "moby_dick.txt").read_text(encoding="utf-8").splitlines()
@@ -57,24 +56,8 @@ def pretrained(tmp_path_factory) -> Path:
 @pytest.fixture
 def preprocess_in_process(monkeypatch):
     """fairseq-preprocess in this process (a subprocess spends seconds importing fairseq again)."""
-    from fairseq import options
-    from fairseq_cli import preprocess
-
-    def run(args):
-        parsed = options.get_preprocessing_parser().parse_args(args)
-        loggers = [logging.getLogger(), logging.getLogger("fairseq_cli.preprocess")]
-        before = [list(lg.handlers) for lg in loggers]
-        try:
-            preprocess.main(parsed)
-        finally:  # preprocess.main adds a FileHandler for <destdir>/preprocess.log at every call
-            for lg, kept in zip(loggers, before):
-                for h in [h for h in lg.handlers if h not in kept]:
-                    lg.removeHandler(h)
-                    h.close()
-        return (Path(parsed.destdir) / "preprocess.log").read_text()
-
-    monkeypatch.setattr(vocab, "run_fairseq_preprocess", run)  # prepare_pretraining_data imports it from here
-    monkeypatch.setattr(multi.vocab, "run_fairseq_preprocess", run)  # its own copy, loaded by path
+    monkeypatch.setattr(vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)  # prepare_pretraining_data
+    monkeypatch.setattr(multi.vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)  # its copy, by path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +143,7 @@ def test_vocab_size_too_large_gives_the_largest_that_works(tmp_path, capsys):
     assert "split" in json.loads((out / "prepare.json").read_text()) and not (out / "spm.model").exists()
     train_docs = (out / "raw" / "train.txt").read_text(encoding="utf-8").splitlines()
     vocab.train_spm(pretrain.spm_pieces(train_docs, 2_000_000, 1), tmp_path / "check", largest, seed=1,
-                    user_defined_symbols=[f"<extra_id_{i}>" for i in range(100)])
+                    user_defined_symbols=[f"<extra_id_{i}>" for i in range(100)], byte_fallback=True)
 
 
 def test_vocab_size_below_the_scripts_minimum_says_add_text(tmp_path):
@@ -206,7 +189,7 @@ def bad_corpus(folder: Path, name: str) -> Path:
 def test_bad_utf8_replace_counts_and_trains(tmp_path, capsys, preprocess_in_process):
     text = bad_corpus(tmp_path, "moby.txt")
     out = tmp_path / "out"
-    assert pretrain.main(["--out", str(out), *TINY, "--vocab-size", "200", "--bad-utf8", "replace", str(text)]) == 0
+    assert pretrain.main(["--out", str(out), *TINY, "--vocab-size", "456", "--bad-utf8", "replace", str(text)]) == 0
     counts = json.loads((out / "prepare.json").read_text())["split"]["stats"]["bad_utf8"]
     assert counts == {"policy": "replace", "replaced_bytes": 3, "files": {str(text): 3}}
     assert (f"--bad-utf8 replace: 3 byte(s) that are not UTF-8 replaced by U+FFFD ({text}: 3)"
@@ -221,7 +204,7 @@ def test_bad_utf8_skip_counts_and_trains(tmp_path, capsys, preprocess_in_process
     folder.mkdir()
     text = bad_corpus(folder, "en.txt")
     out = tmp_path / "out"
-    argv = ["--out", out, "--valid-chars", "300", "--test-chars", "300", "--vocab-size", "200", "--workers", "1",
+    argv = ["--out", out, "--valid-chars", "300", "--test-chars", "300", "--vocab-size", "456", "--workers", "1",
             "--bad-utf8", "skip", folder]
     assert multi.main([str(a) for a in argv]) == 0
     counts = json.loads((out / "prepare.json").read_text())["split"]["stats"]["bad_utf8"]

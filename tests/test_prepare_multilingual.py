@@ -20,7 +20,7 @@ SCRIPT = ROOT / "scripts" / "prepare_multilingual_data.py"
 BUNDLED = ROOT / "data" / "multilingual"
 SLICE_CHARS = 12_000
 LANGS = ["ru", "ja", "de"]  # --languages order (not alphabetical) is kept
-OPTIONS = ["--vocab-size", "700", "--valid-chars", "2000", "--test-chars", "2000", "--spm-sentences", "30",
+OPTIONS = ["--vocab-size", "956", "--valid-chars", "2000", "--test-chars", "2000", "--spm-sentences", "30",
            "--workers", "1"]
 
 pml = load_script("prepare_multilingual_data")
@@ -110,10 +110,10 @@ def test_sentinels_are_ids_4_to_103_in_spm_and_dictionary(prepared):
 
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     d = Dictionary.load(str(out / "dict.txt"))
-    assert len(d) == sp.get_piece_size() == 700
+    assert len(d) == sp.get_piece_size() == 956
     for i in range(100):
         assert sp.piece_to_id(f"<extra_id_{i}>") == 4 + i == d.index(f"<extra_id_{i}>")
-    for i in (104, 300, 699):
+    for i in (104, 359, 360, 955):
         assert d[i] == sp.id_to_piece(i)
 
 
