@@ -15,8 +15,29 @@ PREPARE = ROOT / "scripts" / "prepare_downstream_data.py"
 
 
 def prepare(pretrained, out, *args):
-    cmd = [sys.executable, str(PREPARE), "--pretrained", str(pretrained), "--out", str(out), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    """scripts/prepare_downstream_data.py, and its fairseq-preprocess, in this process (a subprocess spends
+    seconds importing fairseq): its exit status and output, as a CompletedProcess."""
+    import contextlib
+    import io
+
+    from fairseq_switch.data import vocab
+
+    from .helpers import fairseq_preprocess_in_process, load_script
+
+    argv = ["--pretrained", str(pretrained), "--out", str(out), *map(str, args)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved, vocab.run_fairseq_preprocess = vocab.run_fairseq_preprocess, fairseq_preprocess_in_process
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                rc = load_script("prepare_downstream_data").main(argv) or 0
+            except SystemExit as e:  # argparse and the script's one-line errors (sys.exit(message))
+                rc = e.code if isinstance(e.code, int) else 1
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+    finally:
+        vocab.run_fairseq_preprocess = saved
+    return subprocess.CompletedProcess([str(PREPARE), *argv], rc, stdout.getvalue(), stderr.getvalue())
 
 
 def write_jsonl(path, rows):
