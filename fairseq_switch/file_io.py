@@ -182,7 +182,6 @@ def load_torch(path: str, what: str = "checkpoint", mmap: bool = False):
     `mmap`: tensors stay on disk until used (cheap inspection of a save)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such {what} file")
-    size = os.path.getsize(path)
     try:
         if mmap:
             return torch.load(path, map_location="cpu", mmap=True)
