@@ -1,21 +1,24 @@
-"""Expert-sharded checkpoints that load on any rank count (SPEC §4).
+"""Checkpoints: expert-sharded saves that load on any rank count, and saves that survive a crash.
 
-Files of one save, with W expert-parallel ranks of which G = min(N, W) hold distinct experts:
+Files of one save, with W expert-parallel ranks of which G = min(N, W) hold distinct experts (expert
+parallelism as in Fedus, Zoph & Shazeer 2021, Sec. 5):
 
     checkpoint_X.pt                  rank 0: everything fairseq saves (shared weights, optimizer
                                      state, iterator, meters) and rank 0's experts
     checkpoint_X-experts-rank{r}.pt  rank r = 1..G-1: its experts and their optimizer state only
+    checkpoint_X.manifest.json       written last, by rank 0, once every rank's file is in place
 
 Replicas (ranks >= G) write nothing. One process writes fairseq's plain single file. Every file
-carries `expert_parallel` metadata: the layout, the optimizer's parameter names and a save id
-drawn afresh for each save. Loading checks the save ids, so a save interrupted between files
-fails to load with a clear error instead of mixing two states (each file itself is written
-atomically by fairseq's `torch_persistent_save`).
+carries the save's id (and the Switch files `expert_parallel` metadata: the layout and the
+optimizer's parameter names). Every file is written atomically (`file_io`), last/best copies
+included, so a crash leaves each file old or new; the manifest and the save ids tell a complete
+save from an interrupted one, and a plain resume falls back to the newest complete save.
 
 On disk experts are named by their global id (`...fc1.experts.5.fc2.weight`), and optimizer
 state is tied to parameter names rather than positions, so one save can be cut for any rank
 count: when loading (every rank reads the shared state and just the experts it holds) or
-offline with `scripts/reshard_checkpoint.py`.
+offline with `scripts/reshard_checkpoint.py`. Every save also records a fingerprint of the
+dictionary it was trained with, which loading compares with the task's.
 """
 
 import hashlib
