@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch.distributed as dist
 
 from . import file_io
-from .modules.expert_parallel import ExpertLayout, expert_world, plan_layout
+from .distributed import ExpertLayout, expert_world, plan_layout
 from .modules.switch_layer import SwitchFFN
 
 logger = logging.getLogger(__name__)

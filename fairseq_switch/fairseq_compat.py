@@ -12,7 +12,7 @@ importing fairseq_switch is enough for fairseq-train, fairseq-generate and fairs
    validation skipped the longest examples. We put the dropped indices back as final batches.
 3. fairseq's `clip_grad_norm_` leaves every parameter marked `expert` out of the gradient norm,
    so the logged norm and the clipping ignore the experts. We count them, once each across
-   expert-parallel ranks (see `modules/expert_parallel.py`).
+   expert-parallel ranks (see `distributed.py`).
 4. fairseq's c10d backend builds torch DDP with `device_ids=[device_id]` even for a CPU model,
    which torch rejects ("device_ids ... only work with ... GPU modules"), so `--cpu` multi-process
    training with the default backend failed. We pass no device ids for CPU models.
@@ -118,7 +118,7 @@ def fix_batch_by_size() -> None:
 def count_experts_in_grad_norm() -> None:
     from fairseq import utils
 
-    from .modules.expert_parallel import global_grad_norm_patch
+    from .distributed import global_grad_norm_patch
 
     if not getattr(utils.clip_grad_norm_, "_fairseq_switch_fixed", False):
         utils.clip_grad_norm_ = global_grad_norm_patch(utils.clip_grad_norm_)

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fairseq_switch  # noqa: E402,F401  (allow-lists fairseq's checkpoint types for torch.load)
 from fairseq_switch.checkpoints import SavedCheckpoint, files_of, write_resharded  # noqa: E402
 from fairseq_switch.file_io import load_torch  # noqa: E402
-from fairseq_switch.modules.expert_parallel import check_expert_count  # noqa: E402
+from fairseq_switch.distributed import check_expert_count  # noqa: E402
 
 
 def main(argv=None) -> int:

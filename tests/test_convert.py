@@ -312,7 +312,7 @@ def test_sharded_pytorch_bin_reads_like_safetensors(hf, fs, tmp_path):
 
 def test_expert_parallel_write_equals_plain_after_resharding(hf, fs, tmp_path):
     from fairseq_switch.checkpoints import META_KEY, SavedCheckpoint
-    from fairseq_switch.modules.expert_parallel import plan_layout
+    from fairseq_switch.distributed import plan_layout
 
     plain = torch.load(fs["switch"][0] / "checkpoint.pt", weights_only=True)
     out = tmp_path / "ep2"

@@ -261,7 +261,7 @@ def test_optimizer_state_follows_parameter_names():
 def test_broken_and_swapped_expert_shards_are_named(runs, tmp_path):
     """A truncated or empty shard is named (not checkpoint.pt); shards of a 4-rank save swapped between
     rank files fail with a layout error on a rank that reads a subset, and still reshard by expert id."""
-    from fairseq_switch.modules.expert_parallel import plan_layout
+    from fairseq_switch.distributed import plan_layout
 
     shutil.copytree(runs["tmp"] / "w4", tmp_path / "w4")
     main = tmp_path / "w4" / "checkpoint.pt"
@@ -350,7 +350,7 @@ def test_fairseq_train_killed_mid_save_resumes_exactly(tmp_path, world):
 
 def test_unnamed_optimizer_state_is_not_resharded_silently():
     """A checkpoint from before named optimizer state: weights reshard, its optimizer state cannot."""
-    from fairseq_switch.modules.expert_parallel import plan_layout
+    from fairseq_switch.distributed import plan_layout
 
     model = {"emb": torch.zeros(2), **{f"l.fc1.experts.{e}.w": torch.full((2,), float(e)) for e in range(2)}}
     opt = {"state": {i: {"m": torch.ones(1)} for i in range(3)}, "param_groups": [{"lr": 1.0, "params": [0, 1, 2]}]}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fairseq_switch.models.switch_transformer import check_expert_parallel_args
-from fairseq_switch.modules.expert_parallel import check_expert_count
+from fairseq_switch.distributed import check_expert_count
 
 from . import ep_harness as H
 

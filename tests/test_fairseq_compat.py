@@ -69,7 +69,7 @@ def test_plugin_input_errors_print_as_one_line_not_a_traceback():
         return subprocess.run([sys.executable, "-c", "import fairseq_switch\n" + code], capture_output=True,
                               text=True, env={**os.environ, **env}, timeout=120)
 
-    ours = "from fairseq_switch.modules.expert_parallel import check_expert_count\ncheck_expert_count(3, 2)"
+    ours = "from fairseq_switch.distributed import check_expert_count\ncheck_expert_count(3, 2)"
     res = run(ours)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "fairseq-switch: error: --moe-expert-count 3 does not divide across 2 ranks" in res.stderr

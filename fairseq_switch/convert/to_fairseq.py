@@ -154,7 +154,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
     written to conversion.json."""
     from ..checkpoints import (META_KEY, RECORD_KEY, _meta, dictionary_record, experts_in_file, files_of, rank_file,
                                shard_path, write_manifest)
-    from ..modules.expert_parallel import check_expert_count
+    from ..distributed import check_expert_count
 
     folder = HFFolder(src)
     spec = spec_from_hf_config(folder.config, os.path.join(src, "config.json"))

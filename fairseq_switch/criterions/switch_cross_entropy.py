@@ -22,7 +22,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from ..modules.expert_parallel import world_sum
+from ..distributed import world_sum
 from ..modules.switch_layer import pop_a2a_seconds
 
 

@@ -27,7 +27,7 @@ from fairseq.models.transformer import (
 )
 from omegaconf import OmegaConf
 
-from ..modules.expert_parallel import SUPPORTED_DDP_BACKENDS, check_expert_count
+from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
 from .student_init import FFN_INIT_CHOICES
 from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout

@@ -15,7 +15,7 @@ from fairseq import checkpoint_utils, models
 from fairseq.data import Dictionary
 
 from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record
-from ..modules.expert_parallel import local_experts
+from ..distributed import local_experts
 from ..modules.switch_layer import SwitchFFN
 
 logger = logging.getLogger(__name__)

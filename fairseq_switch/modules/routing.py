@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .expert_parallel import world_sum
+from ..distributed import world_sum
 from .init import scaled_trunc_normal_
 
 

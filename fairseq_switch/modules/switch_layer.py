@@ -7,7 +7,7 @@ No tokens x experts x capacity tensor is ever built.
 
 With W expert-parallel ranks the kept tokens are written into the [experts, capacity, d]
 dispatch buffer and exchanged with fairscale's all-to-all (SPEC §4); where each expert lives
-and how its gradient is reduced is `expert_parallel.py`'s job. With one process that
+and how its gradient is reduced is `distributed.py`'s job. With one process that
 exchange is the identity, so the buffer is skipped and the experts run on the compact
 expert-sorted tokens (a grouped per-expert matmul, no padded slots).
 
@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from fairscale.nn.moe.moe_layer import MOELayer, _AllToAll
 
-from .expert_parallel import ExpertLayout, expert_layout, note_layout, register_expert_grad_hooks
+from ..distributed import ExpertLayout, expert_layout, note_layout, register_expert_grad_hooks
 from .init import scaled_trunc_normal_
 from .routing import RouterOutput, Top1Router, expert_capacity
 
