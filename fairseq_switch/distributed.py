@@ -1,4 +1,6 @@
-"""Where the experts live across data-parallel ranks, and how their gradients are reduced (SPEC §4).
+"""Where the experts live across data-parallel ranks, and how their gradients are reduced.
+
+Expert parallelism as in Fedus et al. 2021, Sec. 5 (and GShard, Lepikhin et al. 2020).
 
 With W ranks and N experts:
 - N >= W (N divisible by W): every rank holds N/W distinct experts; one all-to-all group spans
@@ -16,9 +18,8 @@ any backend that skips parameters marked `expert` (fairseq's legacy_ddp does; fo
 model gives DDP its ignore list) and with gradient accumulation.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -111,31 +112,19 @@ def plan_layout(num_experts: int, world_size: int, rank: int) -> ExpertLayout:
     )
 
 
-_LOCAL = {"depth": 0}
-
-
-@contextmanager
-def local_experts():
-    """Models built (and checkpoints read) inside hold every expert in this process and never
-    exchange tokens, even under torch.distributed: a frozen distillation teacher runs on each rank
-    alone, so ranks that skip it (cache hits, dummy batches) cannot leave the others hanging."""
-    _LOCAL["depth"] += 1
-    try:
-        yield
-    finally:
-        _LOCAL["depth"] -= 1
-
-
 def expert_world() -> Tuple[int, int]:
-    """(world size, rank) that expert layouts span: (1, 0) without torch.distributed or inside local_experts()."""
-    if _LOCAL["depth"] or not (dist.is_available() and dist.is_initialized()):
+    """(world size, rank) that expert layouts span: (1, 0) without torch.distributed."""
+    if not (dist.is_available() and dist.is_initialized()):
         return 1, 0
     return dist.get_world_size(), dist.get_rank()
 
 
-def expert_layout(num_experts: int) -> ExpertLayout:
-    """The layout for the current process (one process when torch.distributed is not initialized)."""
-    world, rank = expert_world()
+def expert_layout(num_experts: int, local: bool = False) -> ExpertLayout:
+    """The layout for the current process (one process when torch.distributed is not initialized).
+
+    `local`: hold every expert here and never exchange tokens, even under torch.distributed (a frozen
+    distillation teacher runs on each rank alone, so ranks that skip it cannot leave others hanging)."""
+    world, rank = (1, 0) if local else expert_world()
     if world == 1:
         return plan_layout(num_experts, 1, 0)
     layout = plan_layout(num_experts, world, rank)
@@ -143,8 +132,14 @@ def expert_layout(num_experts: int) -> ExpertLayout:
     return replace(layout, a2a_group=a2a, replica_group=replica)
 
 
-def register_expert_grad_hooks(params, layout: ExpertLayout) -> None:
-    """Make an expert's gradient (sum over all replicas' tokens) / W, ready for fairseq's W / sample_size."""
+def mark_expert_params(params: Iterable[torch.Tensor], layout: ExpertLayout) -> None:
+    """Tag expert parameters (the data-parallel backend and the grad norm tell them by `expert`) and make
+    each one's gradient (the sum over all replicas' tokens) / W, ready for fairseq's W / sample_size."""
+    params = list(params)
+    for p in params:
+        p.expert = True  # excluded from the data-parallel all-reduce (Sec. 5)
+        p.expert_world_size = layout.world_size
+        p.expert_replicas = layout.replicas
     if not layout.distributed:
         return
     world, group = layout.world_size, layout.replica_group
@@ -167,43 +162,36 @@ def world_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# Set by the Switch layers: copies of each expert across ranks (for the norm), and whether this
-# process holds Switch layers at all (then every rank joins the norm's all-reduce).
-_STATE = {"replicas": 1, "active": False}
-
-
-def note_layout(layout: ExpertLayout) -> None:
-    if _LOCAL["depth"]:
-        return  # a local model (teacher) says nothing about the trained model's layout
-    _STATE["replicas"] = layout.replicas
-    _STATE["active"] = _STATE["active"] or layout.distributed
-
-
 @torch.no_grad()
-def expert_grad_sq_norm(expert_grads: List[torch.Tensor], device) -> torch.Tensor:
+def expert_grad_sq_norm(expert_grads: List[torch.Tensor], device: torch.device, replicas: int) -> torch.Tensor:
     """Squared L2 norm of all experts' gradients over all ranks, every expert counted once."""
     if expert_grads:
         sq = torch.stack([g.float().pow(2).sum() for g in expert_grads]).sum().to(device)
     else:
         sq = torch.zeros((), device=device)
-    return world_sum(sq) / _STATE["replicas"]
+    return world_sum(sq) / replicas
 
 
-def global_grad_norm_patch(original):
+def global_grad_norm_patch(original: Callable) -> Callable:
     """Wrap fairseq.utils.clip_grad_norm_, whose norm leaves out every `expert` gradient."""
 
     @torch.no_grad()
     def clip_grad_norm_(params, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
         if isinstance(params, torch.Tensor):
             params = [params]
-        params = [p for p in params if p is not None and getattr(p, "grad", None) is not None]
+        params = [p for p in params if p is not None]
+        marked = [p for p in params if hasattr(p, "expert")]
+        # under expert parallelism every rank holding Switch layers joins the norm's all-reduce
+        active = any(getattr(p, "expert_world_size", 1) > 1 for p in marked)
+        replicas = max((getattr(p, "expert_replicas", 1) for p in marked), default=1)
+        params = [p for p in params if getattr(p, "grad", None) is not None]
         expert_grads = [p.grad.detach() for p in params if hasattr(p, "expert")]
-        if not expert_grads and not _STATE["active"]:
+        if not expert_grads and not active:
             return original(params, max_norm, aggregate_norm_fn)
         shared = [p for p in params if not hasattr(p, "expert")]
         shared_norm = original(shared, 0, aggregate_norm_fn) if shared else torch.zeros(())
         device = shared_norm.device if shared else expert_grads[0].device
-        total = (shared_norm.float().to(device).pow(2) + expert_grad_sq_norm(expert_grads, device)).sqrt()
+        total = (shared_norm.float().to(device).pow(2) + expert_grad_sq_norm(expert_grads, device, replicas)).sqrt()
         if max_norm > 0:
             coef = (float(max_norm) / (total + 1e-6)).clamp_(max=1)
             grads = [p.grad.detach() for p in params]

@@ -1,4 +1,4 @@
-"""The Hydra configs in config/ compose under fairseq and carry the paper's settings (SPEC §3, §5)."""
+"""The Hydra configs in config/ compose under fairseq and carry the paper's settings (Sec. 3, Table 9)."""
 
 from pathlib import Path
 

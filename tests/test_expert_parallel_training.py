@@ -1,7 +1,7 @@
 """Expert-parallel training through fairseq's own Trainer equals one process holding every expert.
 
-The central test of SPEC §4: W gloo processes, each with its share of a global batch and its
-share of the experts, take the same optimizer steps as one process with the whole batch: same
+The central test of expert parallelism (Fedus et al. 2021, Sec. 5): W gloo processes, each with its
+share of a global batch and its share of the experts, take the same optimizer steps as one process with the whole batch: same
 loss, same gradient norm, same gradients, same updated parameters.
 """
 
@@ -46,6 +46,14 @@ def test_two_ranks_four_experts_match_one_process(tmp_path, data_dir, backend):
     assert any(".experts.3." in n for n in multi[0]["params"])
     # clipping was active (the norm is above --clip-norm 0.5), so an expert-blind norm would show
     assert single[0]["gnorm"] > 0.5
+    assert_same_run(multi, single)
+
+
+def test_einsum_dispatch_two_ranks_match_one_process(tmp_path, data_dir):
+    """fairscale's MOELayer (`--moe-dispatch einsum`), the design's cross-rank layer, under real
+    expert parallelism: the same updates as one process holding every expert."""
+    multi, single = run_pair(tmp_path, data_dir, 2, [3, 5], ["--moe-dispatch", "einsum"], steps=2)
+    assert any(".experts.3." in n for n in multi[0]["params"])
     assert_same_run(multi, single)
 
 

@@ -61,8 +61,7 @@ def test_incremental_decoding_matches_full_forward():
     net = batch["net_input"]
     prev = net["prev_output_tokens"][:2]  # rows without padding
     src, lengths = net["src_tokens"][:2], net["src_lengths"][:2]
-    for f in model.switch_ffns:  # decode and full pass must route identically: drop nothing
-        f.generating = True
+    model.make_generation_fast_()  # decode and full pass must route identically: drop nothing
     full, _ = model(src, lengths, prev)
     enc = model.encoder(src, src_lengths=lengths)
     state = {}

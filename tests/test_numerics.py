@@ -27,9 +27,10 @@ def test_non_finite_expert_in_training_is_named_by_nan_detector(tmp_path, caplog
 def test_nan_detector_looks_into_the_router_output(caplog):
     from fairseq.nan_detector import NanDetector
 
+    from fairseq_switch.modules.routing import RouterConfig
     from fairseq_switch.modules.switch_layer import SwitchFFN
 
-    layer = SwitchFFN(8, 16, 4, activation_fn=torch.relu, jitter_eps=0.0)
+    layer = SwitchFFN(8, 16, RouterConfig(4, jitter_eps=0.0), activation_fn=torch.relu)
     with torch.no_grad():
         layer.router.weight.fill_(float("nan"))
     with caplog.at_level(logging.WARNING, logger="fairseq.nan_detector"), NanDetector(layer):

@@ -5,14 +5,38 @@ import math
 import pytest
 import torch
 
-from fairseq_switch.modules.routing import Top1Router, expert_capacity
+from fairseq_switch.modules.routing import RouterConfig, RoutingMode, Top1Router, expert_capacity, route_plan
+
+
+class Routed:
+    """A router called as its Switch layer calls it: capacity and jitter from the config and the mode."""
+
+    def __init__(self, router):
+        self.router = router
+
+    def __call__(self, x, padding_mask=None):
+        cfg = self.router.config
+        plan = route_plan(cfg, RoutingMode.of(self.router.training))
+        n = x.shape[0] if padding_mask is None else int((~padding_mask).sum())
+        capacity = expert_capacity(n, cfg.num_experts, plan.capacity_factor, cfg.min_capacity)
+        return self.router(x, padding_mask, capacity=capacity, jitter=plan.jitter)
+
+    def train(self):
+        self.router.train()
+
+    def eval(self):
+        self.router.eval()
+
+
+def make_router(embed_dim, num_experts, **kw):
+    return Routed(Top1Router(embed_dim, RouterConfig(num_experts, **kw)))
 
 
 def identity_router(num_experts, **kw):
     kw.setdefault("jitter_eps", 0.0)
-    r = Top1Router(num_experts, num_experts, **kw)
+    r = make_router(num_experts, num_experts, **kw)
     with torch.no_grad():
-        r.weight.copy_(torch.eye(num_experts))
+        r.router.weight.copy_(torch.eye(num_experts))
     return r
 
 
@@ -130,37 +154,43 @@ def test_jitter_only_in_training():
     router.train()
     g3 = router(x).gate
     assert not torch.allclose(g3, g1)
-    router.jitter_eps = 0.0
-    torch.testing.assert_close(router(x).gate, g1)
+    no_jitter = identity_router(4, jitter_eps=0.0)
+    no_jitter.train()
+    torch.testing.assert_close(no_jitter(x).gate, g1)
+    # the mode decides: jitter in training only, whatever the capacity
+    assert route_plan(RouterConfig(4), RoutingMode.TRAIN).jitter
+    assert not any(route_plan(RouterConfig(4), m).jitter for m in (RoutingMode.EVAL, RoutingMode.GENERATE))
 
 
 def test_router_runs_in_fp32_under_bf16():
     torch.manual_seed(0)
-    router = Top1Router(16, 8, jitter_eps=0.0)
+    routed = make_router(16, 8, jitter_eps=0.0)
+    router = routed.router
     x = torch.randn(32, 16).to(torch.bfloat16)
-    r = router(x)
+    r = routed(x)
     assert r.gate.dtype == torch.float32
     ref = torch.softmax(x.float() @ router.weight.float().t(), -1)
     assert r.expert_index.tolist() == ref.argmax(-1).tolist()
     torch.testing.assert_close(r.gate[r.kept], ref.max(-1).values[r.kept])
     # and with the router weight cast to bf16 too, the logits are still computed in fp32
     router.to(torch.bfloat16)
-    r16 = router(x)
+    r16 = routed(x)
     assert r16.gate.dtype == torch.float32
 
 
 def test_router_gets_gradient_through_gate():
     router = identity_router(2)
-    router.weight.requires_grad_(True)
+    weight = router.router.weight
+    weight.requires_grad_(True)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     router(x).gate.sum().backward()
-    assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
 
 
 def test_truncated_normal_init_scale():
     torch.manual_seed(0)
     d = 512
-    w = Top1Router(d, 256).weight.detach()
+    w = make_router(d, 256).router.weight.detach()
     target = math.sqrt(0.1 / d)
     assert w.std().item() == pytest.approx(target, rel=0.03)
     assert w.abs().max().item() <= 2 * target / 0.8796 + 1e-7
@@ -170,18 +200,39 @@ def test_truncated_normal_init_scale():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(num_experts=0), "num_experts must be >= 1"),
-        (dict(num_experts=4, capacity_factor=0.0), "capacity_factor must be > 0"),
-        (dict(num_experts=4, capacity_factor=-1.0), "capacity_factor must be > 0"),
-        (dict(num_experts=4, eval_capacity_factor=0.0), "eval_capacity_factor must be > 0"),
-        (dict(num_experts=4, min_capacity=0), "min_capacity must be >= 1"),
+        (dict(num_experts=0), "--moe-expert-count must be >= 1"),
+        (dict(num_experts=4, capacity_factor=0.0), "--moe-capacity-factor must be > 0"),
+        (dict(num_experts=4, capacity_factor=-1.0), "--moe-capacity-factor must be > 0"),
+        (dict(num_experts=4, eval_capacity_factor=0.0), "--moe-eval-capacity-factor must be > 0"),
+        (dict(num_experts=4, min_capacity=0), "--moe-min-capacity must be >= 1"),
+        (dict(num_experts=4, jitter_eps=1.0), r"--moe-jitter-eps must be in \[0, 1\)"),
+        (dict(num_experts=4, dispatch="dense"), "--moe-dispatch must be one of"),
     ],
 )
 def test_bad_settings_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Top1Router(8, **kwargs)
+        RouterConfig(**kwargs)
+
+
+def test_config_is_frozen():
+    cfg = RouterConfig(4)
+    with pytest.raises(AttributeError):
+        cfg.capacity_factor = 2.0
+
+
+def test_each_mode_decides_capacity_jitter_and_routed_tokens():
+    cfg = RouterConfig(4, capacity_factor=1.25, eval_capacity_factor=2.0)
+    assert route_plan(cfg, RoutingMode.TRAIN) == (1.25, True, True)
+    assert route_plan(cfg, RoutingMode.EVAL) == (2.0, False, True)
+    assert route_plan(cfg, RoutingMode.GENERATE) == (None, False, True)  # every token routed
+    assert route_plan(cfg, RoutingMode.DUMMY).route_tokens is False
+    assert route_plan(RouterConfig(4, generation_drop=True), RoutingMode.GENERATE).capacity_factor == 2.0
+    assert route_plan(RouterConfig(4, eval_capacity_factor=None), RoutingMode.EVAL).capacity_factor is None
+    assert RoutingMode.of(True) is RoutingMode.TRAIN and RoutingMode.of(False) is RoutingMode.EVAL
+    assert RoutingMode.of(False, generating=True) is RoutingMode.GENERATE
+    assert RoutingMode.of(True, dummy=True) is RoutingMode.DUMMY
 
 
 def test_wrong_width_raises():
     with pytest.raises(ValueError, match="router expects width 8"):
-        Top1Router(8, 4)(torch.randn(3, 5))
+        make_router(8, 4)(torch.randn(3, 5))

@@ -1,18 +1,17 @@
-"""T5 span corruption (SPEC §5): noise masks, sentinel layout, lengths and reconstruction."""
+"""T5 span corruption (Raffel et al. 2019, Sec. 3.1.4): noise masks, sentinel layout, lengths and reconstruction."""
 
 import numpy as np
 import pytest
 import torch
 from fairseq.data import Dictionary
 
-from fairseq_switch.data import (
+from fairseq_switch.data.sentinels import sentinel_indices, sentinel_symbols
+from fairseq_switch.data.span_corruption import (
     SpanCorruptionDataset,
     corrupt_spans,
     example_lengths,
     random_spans_noise_mask,
     raw_length_for_input,
-    sentinel_indices,
-    sentinel_symbols,
     span_layout,
 )
 

@@ -4,13 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fairseq_switch.modules.routing import RouterConfig, RoutingMode
 from fairseq_switch.modules.switch_layer import SwitchFFN, switch_layer_ids
+
+LAYER_OPTIONS = ("expert_dropout", "bias", "gated", "expert_init_scale")
 
 
 def make_layer(num_experts=4, d=16, ff=32, seed=0, **kw):
     torch.manual_seed(seed)
     kw.setdefault("jitter_eps", 0.0)
-    return SwitchFFN(d, ff, num_experts, activation_fn=F.relu, **kw)
+    layer_kw = {k: kw.pop(k) for k in LAYER_OPTIONS if k in kw}
+    return SwitchFFN(d, ff, RouterConfig(num_experts, **kw), activation_fn=F.relu, **layer_kw)
 
 
 def test_dropped_tokens_output_exactly_zero_and_kept_tokens_are_gated_experts():
@@ -96,8 +100,7 @@ def test_no_drop_mode_routes_every_token():
     x = torch.randn(32, 16).abs()
     layer(x)
     assert layer.last_routing.stats.num_dropped.item() > 0
-    layer.set_no_drop(True)
-    layer(x)
+    layer(x, mode=RoutingMode.GENERATE)
     assert layer.last_routing.stats.num_dropped.item() == 0
     assert layer.last_routing.kept.all()
 
@@ -117,9 +120,9 @@ def test_padding_mask_shape_mismatch_is_a_clear_error():
 
 
 def test_bad_expert_count_and_dispatch():
-    with pytest.raises(ValueError, match="num_experts must be >= 1"):
+    with pytest.raises(ValueError, match="--moe-expert-count must be >= 1"):
         make_layer(num_experts=0)
-    with pytest.raises(ValueError, match="dispatch must be one of"):
+    with pytest.raises(ValueError, match="--moe-dispatch must be one of"):
         make_layer(dispatch="dense")
 
 

@@ -23,7 +23,6 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 
 from ..distributed import world_sum
-from ..modules.switch_layer import pop_a2a_seconds
 
 
 @dataclass
@@ -89,7 +88,8 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         net_output = model(**sample["net_input"])
         loss, nll_loss, extra = self.main_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
-        routings = net_output[1].get("moe_routing", []) if isinstance(net_output[1], dict) else []
+        extra_out = net_output[1] if isinstance(net_output[1], dict) else {}
+        routings = extra_out.get("moe_routing", [])
         routings = [r for r in routings if r is not None]
         ce = loss
         world = routings[0].world_size if routings else 1
@@ -98,7 +98,7 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             aux = aux + self.router_z_loss_weight * sum(r.z_loss for r in routings)
             scale = sample_size
             if world > 1:  # this rank's share of the global losses, see the module docstring
-                mine = 0.0 if getattr(model, "switch_dummy_batch", False) else float(sample_size)
+                mine = 0.0 if extra_out.get("moe_dummy_batch") else float(sample_size)
                 scale = float(world_sum(torch.tensor(mine, device=loss.device)))
             loss = loss + aux.to(loss.dtype) * scale
         logging_output = {
@@ -114,7 +114,7 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         logging_output.update(routing_logging_output(routings, world))
         if world > 1:
             # fairseq sums logging outputs over ranks: pre-divide so the sum is the mean over ranks
-            logging_output["moe_a2a_s"] = pop_a2a_seconds() / world
+            logging_output["moe_a2a_s"] = float(extra_out.get("moe_a2a_seconds", 0.0)) / world
         if self.report_accuracy:
             n_correct, total = self.compute_accuracy(model, net_output, sample)
             logging_output["n_correct"] = n_correct.data.item()
@@ -127,7 +127,7 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         total = partial(log_total, logging_outputs)
         ntokens = total("ntokens")
         if ntokens > 0 and any("nll_loss" in log for log in logging_outputs):
-            # The paper's quality measure (SPEC §5): minus the per-token cross-entropy, in nats.
+            # The paper's quality measure (Sec. 3): minus the per-token cross-entropy, in nats.
             metrics.log_scalar("neg_log_perplexity", -float(total("nll_loss")) / ntokens, ntokens, round=4)
         sample_size = total("sample_size")
         if sample_size > 0 and any("ce_loss" in log for log in logging_outputs):

@@ -1,4 +1,4 @@
-"""`switch_distillation`: distil a frozen (Switch) teacher into a student (SPEC §7, paper Sec. 4.2).
+"""`switch_distillation`: distil a frozen (Switch) teacher into a student (Fedus et al. 2021, Sec. 4.2).
 
 loss = (1 - w) * CE(student, ground truth) + w * T^2 * CE(student / T, softmax(teacher / T))
 

@@ -1,4 +1,4 @@
-"""Several languages' span-corruption examples as one dataset (paper Sec. 4.3, SPEC §8).
+"""Several languages' span-corruption examples as one dataset (Fedus et al. 2021, Sec. 4.3).
 
 Training samples languages as mT5 does: language l gets a share p_l = n_l^alpha / sum_k n_k^alpha
 of each epoch (n_l: its training examples, i.e. its tokens over the fixed example length; alpha 0.3),

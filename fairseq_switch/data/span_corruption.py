@@ -1,4 +1,4 @@
-"""T5 span corruption (SPEC §5; Raffel et al. 2019, Sec. 3.1.4), as a fairseq dataset.
+"""T5 span corruption (Raffel et al. 2019, Sec. 3.1.4), as a fairseq dataset.
 
 A fixed-length chunk of tokens is split into alternating non-noise / noise spans exactly as T5's
 `random_spans_noise_mask` does. Each noise span is replaced in the input by one unique sentinel

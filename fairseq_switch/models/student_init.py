@@ -1,4 +1,4 @@
-"""Initialise a (dense) student from a Switch teacher's non-expert weights (SPEC §7, paper Table 6).
+"""Initialise a (dense) student from a Switch teacher's non-expert weights (Fedus et al. 2021, Sec. 4.2, Table 6).
 
 Every student tensor whose name and shape match a teacher tensor is copied: embeddings, attention,
 layer norms, dense FFNs. Experts and routers are never copied as such. Where the teacher has a

@@ -8,9 +8,8 @@ dense twin: the very same model with no swap.
 
 import argparse
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -28,9 +27,10 @@ from fairseq.models.transformer import (
 from omegaconf import OmegaConf
 
 from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
-from ..modules.switch_layer import DISPATCH_CHOICES, SwitchFFN, switch_layer_ids
+from ..modules.routing import DISPATCH_CHOICES, RouterConfig, RoutingMode
+from ..modules.switch_layer import SwitchFFN, switch_layer_ids
 from .student_init import FFN_INIT_CHOICES
-from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout
+from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout, routing_mode
 from .t5_layout import T5Decoder, T5Encoder, build_t5_embedding
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,15 @@ class SwitchConfig(FairseqDataclass):
         default="index",
         metadata={"help": "index: gather/scatter by index (fast); einsum: fairscale MOELayer reference path"},
     )
+    moe_local_experts: bool = field(
+        default=False,
+        metadata={"help": "hold every expert in this process and exchange no tokens, even under torch.distributed "
+                          "(set for a distillation teacher, which each rank runs alone)"},
+    )
     student_init_from: Optional[str] = field(
         default=None,
         metadata={
-            "help": "distillation (SPEC §7): when training starts, copy every weight of this (teacher) checkpoint "
+            "help": "distillation (Sec. 4.2): when training starts, copy every weight of this (teacher) checkpoint "
             "whose name and shape match: embeddings, attention, norms, dense FFNs; experts and routers are not "
             "copied. A resumed run keeps its own weights; fairseq-generate ignores the option"
         },
@@ -173,7 +178,7 @@ class SwitchTransformerEncoder(_FairseqLayoutHost, TransformerEncoderBase):
         return self._maybe_swap(layer, cfg, cfg.encoder.embed_dim, cfg.encoder.ffn_embed_dim)
 
     def forward(self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None):
-        self._set_routing_context(src_tokens, no_drop=False)
+        self._set_routing_context(src_tokens)
         return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
 
@@ -190,8 +195,7 @@ class SwitchTransformerDecoder(_FairseqLayoutHost, TransformerDecoderBase):
 
     def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
-        # Incremental decoding is generation: route every token unless --moe-gen-drop.
-        self._set_routing_context(tokens, no_drop=incremental_state is not None and not self.cfg.moe_gen_drop)
+        self._set_routing_context(tokens, incremental=incremental_state is not None)
         return super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
 
 
@@ -263,29 +267,19 @@ class SwitchTransformerModel(TransformerModel):
     def switch_ffns(self) -> List[SwitchFFN]:
         return self.encoder.switch_ffns + self.decoder.switch_ffns
 
+    def routing_mode(self, mode: Union[RoutingMode, str]):
+        """Context manager: route in `mode` (e.g. "generate", "dummy") instead of the training flag's."""
+        return routing_mode(self, mode)
+
     def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
         x, extra = super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
-        extra["moe_routing"] = [ffn.last_routing for ffn in self.switch_ffns]
+        ffns = self.switch_ffns
+        # what the criterion turns into losses and metrics
+        extra["moe_routing"] = [ffn.last_routing for ffn in ffns]
+        extra["moe_dummy_batch"] = self.encoder.routing_override is RoutingMode.DUMMY
+        # this forward's exchanges and the previous backward's
+        extra["moe_a2a_seconds"] = sum(ffn.pop_a2a_seconds() for ffn in ffns)
         return x, extra
-
-
-@contextmanager
-def dummy_batch_routing(model: nn.Module, is_dummy: bool):
-    """While fairseq runs a dummy batch (loss times 0), its tokens take no capacity slot and stay out
-    of the aux-loss statistics and the global sample size; the exchanges still happen."""
-    if not is_dummy:
-        yield
-        return
-    ffns = [m for m in model.modules() if isinstance(m, SwitchFFN)]
-    for ffn in ffns:
-        ffn.ignore_tokens = True
-    model.switch_dummy_batch = True
-    try:
-        yield
-    finally:
-        for ffn in ffns:
-            ffn.ignore_tokens = False
-        model.switch_dummy_batch = False
 
 
 def validate_switch_args(args) -> None:
@@ -298,17 +292,7 @@ def validate_switch_args(args) -> None:
         raise ValueError(f"--moe-expert-count must be >= 1 for a Switch model (or 0 for the dense twin), got {n}")
     if n == 0:
         return
-    for name in ("moe_capacity_factor", "moe_eval_capacity_factor"):
-        v = getattr(args, name)
-        if not v > 0:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be > 0, got {v}; typical values are 1.25 (train) and 2.0 (eval)")
-    if args.moe_min_capacity < 1:
-        raise ValueError(f"--moe-min-capacity must be >= 1, got {args.moe_min_capacity}")
-    if not 0 <= args.moe_jitter_eps < 1:
-        raise ValueError(f"--moe-jitter-eps must be in [0, 1), got {args.moe_jitter_eps}; the paper uses 0.01")
-    if not args.moe_router_init_scale > 0:
-        raise ValueError(f"--moe-router-init-scale must be > 0, got {args.moe_router_init_scale}; the paper uses 0.1")
+    RouterConfig.from_args(args)  # validates the routing options
     if args.moe_expert_dropout is not None and not 0 <= args.moe_expert_dropout <= 1:
         raise ValueError(f"--moe-expert-dropout must be in [0, 1], got {args.moe_expert_dropout}; fine-tuning uses 0.4")
     # Raises for --moe-freq < 1 or larger than the number of layers.

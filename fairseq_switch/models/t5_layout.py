@@ -79,7 +79,7 @@ class T5Encoder(_T5Stack, FairseqEncoder):
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
                 token_embeddings: Optional[Tensor] = None):
-        self._set_routing_context(src_tokens, no_drop=False)
+        self._set_routing_context(src_tokens)
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embed_tokens(src_tokens) if token_embeddings is None else token_embeddings
         x = self.dropout_module(x).transpose(0, 1)  # T x B x C; T5 does not scale embeddings
@@ -141,8 +141,7 @@ class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
                          incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None, **kwargs):
         offset = prev_output_tokens.size(1) - 1 if incremental_state is not None else 0
         tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
-        # Incremental decoding is generation: route every token unless --moe-gen-drop.
-        self._set_routing_context(tokens, no_drop=incremental_state is not None and not self.cfg.moe_gen_drop)
+        self._set_routing_context(tokens, incremental=incremental_state is not None)
         if offset == 0:  # T5 starts decoding from <pad> where fairseq puts </s>
             tokens = torch.cat([tokens.new_full((tokens.size(0), 1), self.padding_idx), tokens[:, 1:]], dim=1)
         x = self.dropout_module(self.embed_tokens(tokens)).transpose(0, 1)  # T x B x C

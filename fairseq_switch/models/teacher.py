@@ -1,4 +1,4 @@
-"""The frozen teacher of distillation (SPEC §7, paper Sec. 4.2).
+"""The frozen teacher of distillation (Fedus et al. 2021, Sec. 4.2).
 
 Any checkpoint of this plugin (Switch or dense, one file or an expert-parallel save with its
 `-experts-rank{r}` files) is read whole into this process: every rank holds all experts and runs
@@ -11,12 +11,18 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from fairseq import checkpoint_utils, models
+from fairseq import models
 from fairseq.data import Dictionary
+from omegaconf import open_dict
 
 from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record
-from ..distributed import local_experts
+
+try:  # TEMPORARY until checkpoints.load_checkpoint_whole lands
+    from ..checkpoints import load_checkpoint_whole
+except ImportError:
+    from fairseq.checkpoint_utils import load_checkpoint_to_cpu as load_checkpoint_whole
 from ..modules.switch_layer import SwitchFFN
+from .switch_host import routing_mode
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +31,7 @@ def read_checkpoint(path: str, flag: str) -> dict:
     """A checkpoint's state with every expert in this process (`flag` names the option, for errors)."""
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"{flag} {path}: no such checkpoint file")
-    with local_experts():
-        return checkpoint_utils.load_checkpoint_to_cpu(path)
+    return load_checkpoint_whole(path)
 
 
 def _saved_dictionary(state: dict) -> Optional[str]:
@@ -77,12 +82,10 @@ def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, fla
 
 
 def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, no gradients. `teacher_logits` routes it as in generation: every token, none dropped."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    for ffn in model.modules():
-        if isinstance(ffn, SwitchFFN):
-            ffn.router.eval_capacity_factor = None  # eval mode: capacity = every token, nothing dropped
     return model
 
 
@@ -91,10 +94,12 @@ def load_model(path: str, task, flag: str = "--path") -> nn.Module:
     state = read_checkpoint(path, flag)
     check_teacher_vocabulary(path, state, task.target_dictionary, flag, task)
     cfg = state["cfg"]
-    with local_experts():
-        # fairseq's generic builder, not task.build_model: the task keeps per-model state (its
-        # validation generator) that must stay the student's
-        model = models.build_model(cfg.model, task, from_checkpoint=True)
+    with open_dict(cfg.model):
+        cfg.model.moe_local_experts = True  # runs on each rank alone, no token exchange
+        cfg.model.moe_gen_drop = False  # see teacher_logits
+    # fairseq's generic builder, not task.build_model: the task keeps per-model state (its
+    # validation generator) that must stay the student's
+    model = models.build_model(cfg.model, task, from_checkpoint=True)
     model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     model.num_updates = int(((state.get("optimizer_history") or [{}])[-1]).get("num_updates", 0))
     return model.eval()
@@ -104,7 +109,7 @@ def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
     """The checkpoint's model (`load_model`), frozen (kept on CPU until used)."""
     model = load_model(path, task, flag)
     n_layers = sum(1 for m in model.modules() if isinstance(m, SwitchFFN))
-    experts = max((m.router.num_experts for m in model.modules() if isinstance(m, SwitchFFN)), default=0)
+    experts = max((m.num_experts for m in model.modules() if isinstance(m, SwitchFFN)), default=0)
     logger.info(
         f"teacher {path}: {sum(p.numel() for p in model.parameters()):,} params, "
         f"{n_layers} Switch layers x {experts} experts; frozen, eval mode, no token dropped"
@@ -118,6 +123,6 @@ def teacher_logits(teacher: nn.Module, net_input: dict, like: torch.Tensor) -> t
     if p.device != like.device or (like.dtype != p.dtype and like.is_floating_point()):
         teacher.to(device=like.device, dtype=like.dtype if like.is_floating_point() else p.dtype)
     teacher.eval()
-    with torch.no_grad():
+    with torch.no_grad(), routing_mode(teacher, "generate"):
         out = teacher(**net_input)
     return out[0].detach()

@@ -1,12 +1,18 @@
-"""Top-1 ("switch") routing, SPEC §1-2 / paper Sec. 2.1-2.2 and 2.4.
+"""Top-1 ("switch") routing (Fedus et al. 2021, Sec. 2.1-2.2 and 2.4).
 
-The router only decides: which expert each token goes to, with which gate value, and
-whether the token keeps a capacity slot. Moving tokens to experts is `switch_layer.py`'s job.
+Three small pieces, in the spirit of flaxformer's routers:
+- `RouterConfig`: every routing option, validated once and handed whole to the layer and its router.
+- `RoutingMode` and `route_plan`: what each mode (train, eval, generate, dummy batch) means for
+  capacity, jitter and which tokens are routed. That decision is made in `route_plan` alone.
+- `Top1Router`: only routes. The layer decides the capacity and the mode and passes them in; the
+  router picks each token's expert and gate, assigns capacity slots and computes the auxiliary
+  losses. Moving tokens to experts is `dispatch.py`'s job.
 """
 
+import enum
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,6 +20,101 @@ import torch.nn.functional as F
 
 from ..distributed import world_sum
 from .init import scaled_trunc_normal_
+
+DISPATCH_CHOICES = ("index", "einsum")
+
+
+def _flag(name: str) -> str:
+    return "--moe-" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """A Switch layer's routing options (one per model; the `--moe-*` options of `SwitchConfig`)."""
+
+    num_experts: int  # N, experts of the whole layer across all ranks
+    capacity_factor: float = 1.25  # training: slots per expert = ceil(tokens / N * factor)
+    eval_capacity_factor: Optional[float] = 2.0  # eval mode; None drops nothing
+    generation_drop: bool = False  # generation uses the eval capacity instead of routing every token
+    min_capacity: int = 4  # lower bound on slots per expert, so tiny batches still route
+    jitter_eps: float = 1e-2  # training-only multiplicative noise U(1-eps, 1+eps) on the router input
+    batch_prioritized: bool = False  # keep the highest-probability tokens first, not position order
+    init_scale: float = 0.1  # s in the truncated-normal init std sqrt(s / d) (Sec. 2.4)
+    dispatch: str = "index"  # index: gather/scatter by index; einsum: fairscale's MOELayer
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ValueError(f"--moe-expert-count must be >= 1 for a Switch layer, got {self.num_experts}")
+        for name in ("capacity_factor", "eval_capacity_factor"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{_flag(name)} must be > 0, got {value}; typical values are 1.25 (train) and "
+                                 "2.0 (eval), or --moe-eval-no-drop to drop nothing in eval mode")
+        if self.min_capacity < 1:
+            raise ValueError(f"--moe-min-capacity must be >= 1, got {self.min_capacity}")
+        if not 0 <= self.jitter_eps < 1:
+            raise ValueError(f"--moe-jitter-eps must be in [0, 1), got {self.jitter_eps}; the paper uses 0.01")
+        if not self.init_scale > 0:
+            raise ValueError(f"--moe-router-init-scale must be > 0, got {self.init_scale}; the paper uses 0.1")
+        if self.dispatch not in DISPATCH_CHOICES:
+            raise ValueError(f"--moe-dispatch must be one of {DISPATCH_CHOICES}, got {self.dispatch!r}")
+
+    @classmethod
+    def from_args(cls, args: Any) -> "RouterConfig":
+        """From the model options (`SwitchConfig` fields on an argparse Namespace or a config)."""
+        return cls(
+            num_experts=int(args.moe_expert_count),
+            capacity_factor=args.moe_capacity_factor,
+            eval_capacity_factor=None if args.moe_eval_no_drop else args.moe_eval_capacity_factor,
+            generation_drop=bool(args.moe_gen_drop),
+            min_capacity=args.moe_min_capacity,
+            jitter_eps=args.moe_jitter_eps,
+            batch_prioritized=bool(args.moe_batch_prioritized),
+            init_scale=args.moe_router_init_scale,
+            dispatch=str(args.moe_dispatch),
+        )
+
+
+class RoutingMode(enum.Enum):
+    TRAIN = "train"  # training capacity factor, jitter
+    EVAL = "eval"  # validation: eval capacity factor, no jitter
+    GENERATE = "generate"  # decoding: every token routed (unless generation_drop)
+    DUMMY = "dummy"  # fairseq's dummy batch: no token routed, the exchanges still run
+
+    @staticmethod
+    def of(training: bool, generating: bool = False, dummy: bool = False) -> "RoutingMode":
+        if dummy:
+            return RoutingMode.DUMMY
+        if generating:
+            return RoutingMode.GENERATE
+        return RoutingMode.TRAIN if training else RoutingMode.EVAL
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """What a Switch FFN needs besides its input: the mode and the padding mask (True at padding,
+    in the input's leading shape: fairseq's layers see T x B)."""
+
+    mode: RoutingMode
+    padding_mask: Optional[torch.Tensor] = None
+
+
+class RoutePlan(NamedTuple):
+    capacity_factor: Optional[float]  # None: capacity for every token, nothing dropped
+    jitter: bool
+    route_tokens: bool  # False: every token counts as padding (dummy batch)
+
+
+def route_plan(cfg: RouterConfig, mode: RoutingMode) -> RoutePlan:
+    """The one place that says what a routing mode means."""
+    if mode is RoutingMode.TRAIN:
+        return RoutePlan(cfg.capacity_factor, cfg.jitter_eps > 0, True)
+    if mode is RoutingMode.EVAL:
+        return RoutePlan(cfg.eval_capacity_factor, False, True)
+    if mode is RoutingMode.GENERATE:
+        return RoutePlan(cfg.eval_capacity_factor if cfg.generation_drop else None, False, True)
+    # A dummy batch only happens in training; its tokens take no slot and stay out of the statistics.
+    return RoutePlan(cfg.capacity_factor, cfg.jitter_eps > 0, False)
 
 
 @dataclass
@@ -73,83 +174,50 @@ def expert_capacity(
 
 
 class Top1Router(nn.Module):
-    """Switch router: logits h(x) = W_r x in fp32, top-1 expert, capacity and aux losses.
+    """Switch router: logits h(x) = W_r x in fp32, top-1 expert, capacity slots and aux losses.
 
-    Args:
-        embed_dim: model width d.
-        num_experts: N (experts of the whole layer, across all ranks).
-        capacity_factor: training capacity factor.
-        eval_capacity_factor: capacity factor in eval mode; None means drop nothing.
-        min_capacity: lower bound on slots per expert, so tiny batches still route.
-        jitter_eps: training-only multiplicative noise U(1-eps, 1+eps) on the router input.
-        batch_prioritized: keep the highest-probability tokens first instead of position order.
-        init_scale: s in the truncated-normal init std = sqrt(s / fan_in) (Sec. 2.4).
+    Its weight stays fp32 even when the model is cast to half (selective precision, Sec. 2.4).
     """
 
-    def __init__(
-        self,
-        embed_dim: int,
-        num_experts: int,
-        capacity_factor: float = 1.25,
-        eval_capacity_factor: Optional[float] = 2.0,
-        min_capacity: int = 4,
-        jitter_eps: float = 1e-2,
-        batch_prioritized: bool = False,
-        init_scale: float = 0.1,
-    ):
+    def __init__(self, embed_dim: int, config: RouterConfig):
         super().__init__()
-        if num_experts < 1:
-            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-        for name, cf in (("capacity_factor", capacity_factor), ("eval_capacity_factor", eval_capacity_factor)):
-            if cf is not None and not cf > 0:
-                raise ValueError(
-                    f"{name} must be > 0, got {cf}; use e.g. 1.25 (train) / 2.0 (eval), "
-                    "or no-drop mode for evaluation"
-                )
-        if min_capacity < 1:
-            raise ValueError(f"min_capacity must be >= 1, got {min_capacity}")
-        if jitter_eps < 0 or jitter_eps >= 1:
-            raise ValueError(f"jitter_eps must be in [0, 1), got {jitter_eps}")
-        self.num_experts = num_experts
-        self.capacity_factor = capacity_factor
-        self.eval_capacity_factor = eval_capacity_factor
-        self.min_capacity = min_capacity
-        self.jitter_eps = jitter_eps
-        self.batch_prioritized = batch_prioritized
-        # Set by the layer (e.g. during generation) to route every token.
-        self.no_drop = False
-        # Set by the layer under expert parallelism: aux-loss statistics over all W ranks' tokens.
-        self.stats_world_size = 1
-        # The router stays fp32 even when the model is cast to half (selective precision, Sec. 2.4).
-        self.weight = nn.Parameter(torch.empty(num_experts, embed_dim))
-        self.reset_parameters(init_scale)
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.num_experts, embed_dim))
+        self.reset_parameters()
 
-    def reset_parameters(self, init_scale: float = 0.1) -> None:
-        scaled_trunc_normal_(self.weight, init_scale, fan_in=self.weight.shape[1])
+    @property
+    def num_experts(self) -> int:
+        return self.config.num_experts
 
-    def current_capacity_factor(self) -> Optional[float]:
-        if self.no_drop:
-            return None
-        return self.capacity_factor if self.training else self.eval_capacity_factor
+    def reset_parameters(self) -> None:
+        scaled_trunc_normal_(self.weight, self.config.init_scale, fan_in=self.weight.shape[1])
 
     def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, capacity: Optional[int] = None
+        self,
+        x: torch.Tensor,
+        padding_mask: Optional[torch.Tensor],
+        capacity: int,
+        jitter: bool = False,
+        world_size: int = 1,
     ) -> RouterOutput:
         """Route T tokens.
 
         Args:
             x: [T, d] tokens in any dtype; routed in fp32.
-            padding_mask: [T] bool, True where the token is padding (never routed).
-            capacity: slots per expert, overriding the capacity factor (e.g. one agreed across ranks).
+            padding_mask: [T] bool, True where the token is padding (never routed), or None.
+            capacity: slots per expert (the layer's decision, see `route_plan` and `expert_capacity`).
+            jitter: multiply the router's copy of x by U(1-eps, 1+eps) noise (training).
+            world_size: ranks whose tokens the aux-loss statistics cover (expert parallelism).
         """
         num_tokens, embed_dim = x.shape
         if embed_dim != self.weight.shape[1]:
             raise ValueError(f"router expects width {self.weight.shape[1]}, got input of shape {tuple(x.shape)}")
         E = self.num_experts
+        eps = self.config.jitter_eps
         valid = None if padding_mask is None else ~padding_mask.reshape(-1).to(torch.bool)
         x = x.float()
-        if self.training and self.jitter_eps > 0:
-            x = torch.empty_like(x).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps).mul_(x)
+        if jitter and eps > 0:
+            x = torch.empty_like(x).uniform_(1.0 - eps, 1.0 + eps).mul_(x)
         logits = F.linear(x, self.weight.float())  # [T, E] fp32
         probs = F.softmax(logits, dim=-1)
         top_p, expert_index = probs.max(dim=-1)
@@ -171,7 +239,7 @@ class Top1Router(nn.Module):
         # averages router probabilities. With several ranks f and the token count are summed over
         # them, and this rank's loss is its share N * sum_i f_i * (its prob. sum)_i / T; the shares
         # add up to Eq. 4 on the global batch, so the result does not depend on the rank count.
-        if self.stats_world_size > 1:
+        if world_size > 1:
             packed = world_sum(torch.cat([counts, counts.new_tensor([float(n_valid)])]))
             global_counts, n_global = packed[:E], float(packed[E])
         else:
@@ -181,8 +249,6 @@ class Top1Router(nn.Module):
         balance_loss = E * (f * prob_sum).sum() / denom
         z_loss = lse_sq_sum / denom
 
-        if capacity is None:
-            capacity = expert_capacity(n_valid, E, self.current_capacity_factor(), self.min_capacity)
         slot, order, group_sizes = self._slots(expert_index, top_p, valid)
         kept = slot < capacity
         if valid is not None:
@@ -209,7 +275,7 @@ class Top1Router(nn.Module):
             stats=stats,
             dispatch_order=order[kept[order]],
             kept_counts=kept_counts,
-            world_size=self.stats_world_size,
+            world_size=world_size,
         )
 
     def _slots(self, expert_index: torch.Tensor, top_p: torch.Tensor, valid: Optional[torch.Tensor]):
@@ -222,7 +288,7 @@ class Top1Router(nn.Module):
         T = expert_index.numel()
         E = self.num_experts
         key = expert_index if valid is None else torch.where(valid, expert_index, torch.full_like(expert_index, E))
-        if self.batch_prioritized:
+        if self.config.batch_prioritized:
             priority = torch.argsort(-top_p.detach(), stable=True)
             order = priority[torch.argsort(key[priority], stable=True)]
         else:

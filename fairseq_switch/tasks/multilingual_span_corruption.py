@@ -1,4 +1,4 @@
-"""`multilingual_span_corruption`: span corruption over many languages (paper Sec. 4.3, SPEC §8).
+"""`multilingual_span_corruption`: span corruption over many languages (Fedus et al. 2021, Sec. 4.3).
 
 The data folder is what `scripts/prepare_multilingual_data.py` writes: one shared `dict.txt`
 (SentencePiece pieces + sentinels) and one folder per language with its binarized splits:
@@ -147,5 +147,5 @@ class MultilingualSpanCorruptionTask(SpanCorruptionTask):
                     t[0] += float(v)
                     t[1] += float(log.get(NTOK + name, 0))
         for name, (nll, ntok) in totals.items():
-            if ntok > 0:  # SPEC §5's quality measure, per language (nats per target token)
+            if ntok > 0:  # the paper's quality measure (Sec. 3), per language (nats per target token)
                 metrics.log_scalar(f"{name}_neg_log_perplexity", -nll / ntok, ntok, round=4)

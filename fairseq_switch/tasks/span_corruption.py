@@ -1,4 +1,4 @@
-"""`span_corruption`: T5-style pretraining task (SPEC §5) on a binarized monolingual corpus.
+"""`span_corruption`: T5-style pretraining task (Raffel et al. 2019, Sec. 3.1.4) on a binarized monolingual corpus.
 
 The data folder holds `dict.txt` (with the sentinels <extra_id_0>.. ) and `{train,valid,test}.bin/.idx`
 with one document per line, as written by `scripts/prepare_pretraining_data.py`. Documents are

@@ -1,11 +1,12 @@
 """What every task that trains Switch models adds to fairseq's FairseqTask."""
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import FairseqDataclass
 
 from ..models.student_init import init_student_from
-from ..models.switch_transformer import dummy_batch_routing
+from ..models.switch_host import routing_mode
 
 
 @dataclass
@@ -28,8 +29,9 @@ class SwitchTaskMixin:
     """Put before the fairseq task class: `class MyTask(SwitchTaskMixin, FairseqTask)`."""
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
-        # fairseq marks a dummy batch (this rank ran out of data) only through ignore_grad
-        with dummy_batch_routing(model, ignore_grad):
+        # fairseq marks a dummy batch (this rank ran out of data) only through ignore_grad: its tokens
+        # take no capacity slot and stay out of the aux-loss statistics; the exchanges still happen
+        with routing_mode(model, "dummy") if ignore_grad else nullcontext():
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):

@@ -1,4 +1,4 @@
-"""`text_to_text`: fine-tune on (input, target) text pairs (paper Sec. 4.1, SPEC §6).
+"""`text_to_text`: fine-tune on (input, target) text pairs (Fedus et al. 2021, Sec. 4.1).
 
 fairseq's translation task does the work: its language-pair datasets, batching and sequence
 generator. The data folder is what `scripts/prepare_downstream_data.py` writes: the pairs
@@ -23,7 +23,7 @@ checkpoint by it and logs the peak as `best_rouge2` (the paper reports peak vali
 
 Mixtures (`--mixture bbc,spam`): --data holds one prepared folder per task, all made with the same
 pretraining vocabulary. Training reads their concatenation, so over an epoch each task contributes
-in proportion to its token count (the paper's GLUE/SuperGLUE mixing, SPEC §6). Validation with
+in proportion to its token count (the paper's GLUE/SuperGLUE mixing, Sec. 4.1). Validation with
 --eval-metric logs each task's score (`bbc_acc`, `spam_acc`) and their mean (`acc`), the
 GLUE-style average, which --best-checkpoint-metric can select on.
 """
@@ -33,7 +33,6 @@ import json
 import logging
 import os
 from argparse import Namespace
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +45,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import OmegaConf, open_dict
 
 from .. import evaluation
-from ..modules.switch_layer import SwitchFFN
+from ..models.switch_host import routing_mode
 from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,8 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if EVAL_METRICS[str(self.cfg.eval_metric)]:
-            with _generating(model):
+            # route as fairseq-generate does (every token, unless --moe-gen-drop)
+            with routing_mode(model, "generate"):
                 out = self.inference_step(self.sequence_generator, [model], sample, prefix_tokens=None)
             logging_output.update(self.generation_logs(sample, out))
         return loss, sample_size, logging_output
@@ -229,17 +229,3 @@ class MixtureDataset(LanguagePairDataset):
 
 def mixture_names(cfg) -> list:
     return [n.strip() for n in (getattr(cfg, "mixture", "") or "").split(",") if n.strip()]
-
-
-@contextmanager
-def _generating(model):
-    """Route every token while generating during validation, as fairseq-generate does."""
-    ffns = [m for m in model.modules() if isinstance(m, SwitchFFN)]
-    before = [f.generating for f in ffns]
-    for f in ffns:
-        f.generating = True
-    try:
-        yield
-    finally:
-        for f, b in zip(ffns, before):
-            f.generating = b
