@@ -18,4 +18,15 @@ setup(
         "tensorboardX",
         "safetensors",  # reading and writing transformers' checkpoint folders (fairseq_switch.convert)
     ],
+    entry_points={
+        "console_scripts": [
+            # fetch|prepare|report take a subcommand (see fairseq_switch/cli.py); `python scripts/X.py` still works
+            "fairseq-switch-fetch = fairseq_switch.cli:fetch",
+            "fairseq-switch-prepare = fairseq_switch.cli:prepare",
+            "fairseq-switch-report = fairseq_switch.cli:report",
+            "fairseq-switch-convert = fairseq_switch.convert.cli:main",
+            "fairseq-switch-verify = fairseq_switch.checkpoints:main",
+            "fairseq-switch-reshard = fairseq_switch.reshard:main",
+        ],
+    },
 )

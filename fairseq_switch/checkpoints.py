@@ -21,21 +21,28 @@ offline with `scripts/reshard_checkpoint.py`. Every save also records a fingerpr
 dictionary it was trained with, which loading compares with the task's.
 """
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch.distributed as dist
+import torch.nn as nn
 
 from . import file_io
 from .distributed import ExpertLayout, expert_world, plan_layout
 from .modules.switch_layer import SwitchFFN
+
+if TYPE_CHECKING:  # fairseq is imported when its functions call ours
+    from fairseq.tasks import FairseqTask
+    from fairseq.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +87,11 @@ def experts_in_file(num_experts: int, world_size: int, file_rank: int) -> List[i
     return plan_layout(num_experts, world_size, file_rank).local_expert_ids
 
 
-def switch_layers_of(model) -> List[str]:
+def switch_layers_of(model: nn.Module) -> List[str]:
     return [name for name, m in model.named_modules() if isinstance(m, SwitchFFN)]
 
 
-def model_param_names(model, criterion=None) -> List[str]:
+def model_param_names(model: nn.Module, criterion: Optional[nn.Module] = None) -> List[str]:
     """Global names of the parameters fairseq's optimizer holds, in its order (Trainer._build_optimizer:
     trainable model parameters, then the criterion's)."""
     ffns = [m for m in model.modules() if isinstance(m, SwitchFFN)]
@@ -200,7 +207,7 @@ class SavedCheckpoint:
         wanted = range(self.num_experts) if expert_ids is None else expert_ids
         self._read_shards(set(wanted))
 
-    def _read_shards(self, wanted) -> None:
+    def _read_shards(self, wanted: set) -> None:
         n, w = self.num_experts, self.world_size
         for r in range(1, files_of(n, w) if n else 1):
             if not wanted & set(experts_in_file(n, w, r)):
@@ -225,7 +232,8 @@ class SavedCheckpoint:
                 raise ValueError(
                     f"{p} holds the experts of rank {held} ({experts_in_file(n, w, held)}), not rank {r}'s "
                     f"({experts_in_file(n, w, r)}): the files of this {w}-rank save were renamed or swapped; give each "
-                    f"file its rank's name, or make one file with scripts/reshard_checkpoint.py (it reads experts by id)"
+                    f"file its rank's name, or make one file with scripts/reshard_checkpoint.py (it reads experts by "
+                    f"id)"
                 )
             self.experts.update(shard["model"])
             self.optim_named.update(shard.get("optimizer_state", {}))
@@ -237,7 +245,7 @@ class SavedCheckpoint:
             return
         cfg = (self.main.get("cfg") or {}).get("model") or {}
 
-        def opt(name):
+        def opt(name: str) -> Any:
             v = cfg.get(name) if hasattr(cfg, "get") else getattr(cfg, name, None)  # dict or legacy Namespace
             return "?" if v is None else v
 
@@ -287,7 +295,8 @@ class SavedCheckpoint:
 
 
 # -- writing -------------------------------------------------------------------------------
-def _meta(num_experts: int, world_size: int, rank: int, switch_layers, save_id: str, param_names) -> dict:
+def _meta(num_experts: int, world_size: int, rank: int, switch_layers: Iterable[str], save_id: str,
+          param_names: Optional[Iterable[str]]) -> dict:
     return {"version": FORMAT_VERSION, "world_size": world_size, "rank": rank, "num_experts": num_experts,
             "switch_layers": list(switch_layers), "save_id": save_id,
             "param_names": None if param_names is None else list(param_names)}
@@ -475,8 +484,9 @@ def resume_path(save_dir: str, last: str, refuse: bool, announce: bool = True) -
 
 
 # -- dictionaries --------------------------------------------------------------------------
-def dictionary_record(dictionary, source: str) -> dict:
-    """What a checkpoint records of the dictionary it was trained with: its symbols in order, hashed."""
+def dictionary_record(dictionary: Any, source: str) -> dict:
+    """What a checkpoint records of the dictionary it was trained with (a fairseq Dictionary, or its symbols):
+    its symbols in order, hashed."""
     symbols = list(dictionary.symbols) if hasattr(dictionary, "symbols") else list(dictionary)
     digest = hashlib.sha256("\n".join(symbols).encode("utf-8")).hexdigest()[:16]
     return {"sha256": digest, "size": len(symbols), "source": source}
@@ -506,23 +516,20 @@ def check_dictionary(path: str, state: dict, expected: dict, allow_change: bool)
 
 
 # -- fairseq Trainer integration -----------------------------------------------------------
-_CTX = {"saving": False, "target": None, "vocab": None, "save": None}
-
-
-def _ffns(trainer) -> List[SwitchFFN]:
+def _ffns(trainer: "Trainer") -> List[SwitchFFN]:
     return [m for m in trainer.get_model().modules() if isinstance(m, SwitchFFN)]
 
 
-def _layout(trainer) -> Optional[ExpertLayout]:
+def _layout(trainer: "Trainer") -> Optional[ExpertLayout]:
     ffns = _ffns(trainer)
     return ffns[0].layout if ffns else None
 
 
-def _saver_group(layout: ExpertLayout):
+def _saver_group(layout: ExpertLayout) -> Optional[object]:
     return layout.a2a_group if layout.rank < layout.group_size else None
 
 
-def save_checkpoint(trainer, filename: str, extra_state: dict) -> Optional[str]:
+def save_checkpoint(trainer: "Trainer", filename: str, extra_state: dict) -> Optional[str]:
     """Trainer.save_checkpoint for Switch models, called on every rank holding distinct experts.
     `filename` is the main file's name or this rank's; the save id is extra_state's record."""
     from fairseq import utils
@@ -544,7 +551,7 @@ def save_checkpoint(trainer, filename: str, extra_state: dict) -> Optional[str]:
     meta = _meta(layout.num_experts, layout.world_size, layout.rank, switch_layers_of(model),
                  extra_state[RECORD_KEY]["save_id"], names)
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-    from fairseq.checkpoint_utils import torch_persistent_save  # atomic (installed below)
+    from fairseq.checkpoint_utils import torch_persistent_save  # atomic (CheckpointHooks)
 
     torch_persistent_save(rank_file(state, meta, names), filename)
     logger.info(f"Finished saving checkpoint to {os.path.abspath(filename)}")
@@ -587,42 +594,32 @@ class _Save:
             write_manifest(main, self.record, self.files_of(main), self.at("manifest"))
 
 
-@contextmanager
-def _loading_for(trainer, reset_optimizer: bool):
-    """Every rank reads the checkpoint itself (it needs its own experts), for this model's layout."""
-    from omegaconf import open_dict
+@dataclass(frozen=True)
+class LoadTarget:
+    """The model a Trainer loads a checkpoint into."""
 
-    model = trainer.get_model()
-    layout = _layout(trainer)
-    _CTX["target"] = (layout, switch_layers_of(model), model_param_names(model, trainer.get_criterion()),
-                      not reset_optimizer)
-    ck = trainer.cfg.checkpoint
-    before = ck.load_checkpoint_on_all_dp_ranks
-    with open_dict(ck):
-        ck.load_checkpoint_on_all_dp_ranks = before or layout.distributed
-    try:
-        yield
-    finally:
-        _CTX["target"] = None
-        with open_dict(ck):
-            ck.load_checkpoint_on_all_dp_ranks = before
+    layout: ExpertLayout
+    switch_layers: List[str]
+    param_names: List[str]  # its optimizer's order
+    keep_optimizer: bool  # False with --reset-optimizer
 
 
-def localize(path: str, state: dict) -> dict:
-    """After fairseq read `path`: cut the save for this process (the Trainer's model, else one
-    holding the experts this rank would hold)."""
-    target = _CTX["target"]
-    world, rank = expert_world()
+def localize(path: str, state: dict, target: Optional[LoadTarget] = None,
+             world: Optional[Tuple[int, int]] = None) -> dict:
+    """After fairseq read `path`: cut the save for this process: for `target` (the Trainer's model), else
+    for a model holding the experts that rank `world[1]` of `world[0]` holds (default: torch.distributed's
+    world; (1, 0): every expert)."""
+    world, rank = expert_world() if world is None else world
     in_dist = world > 1
     if target is None and META_KEY not in state and not in_dist:
         return state  # plain one-process checkpoint, read outside training: nothing to cut
     if "model" not in state:
         return state
     if target is not None:
-        layout, layers, names, keep_optimizer = target
+        layout = target.layout
         saved = SavedCheckpoint(path, state, layout.local_expert_ids)
-        saved.check_layout(layout.num_experts, layers)
-        return saved.state_for(layout, names, optimizer=keep_optimizer)
+        saved.check_layout(layout.num_experts, target.switch_layers)
+        return saved.state_for(layout, target.param_names, optimizer=target.keep_optimizer)
     probe = SavedCheckpoint(path, state, expert_ids=[])
     if not probe.num_experts:
         return state
@@ -631,7 +628,32 @@ def localize(path: str, state: dict) -> dict:
     return SavedCheckpoint(path, state, layout.local_expert_ids).state_for(layout, optimizer=False)
 
 
-def _vocab_sizes(model) -> Dict[str, int]:
+def _read_named(read: Callable[..., dict], path: str, *args: Any) -> dict:
+    """fairseq's load_checkpoint_to_cpu (`read`), with a named error for a file torch cannot read."""
+    try:
+        return read(path, *args)
+    except file_io.READ_ERRORS as e:
+        if "Weights only load failed" in str(e):
+            raise
+        raise ValueError(f"{file_io.unreadable(path, e)}; `python scripts/verify_checkpoint.py "
+                         f"{os.path.dirname(path) or '.'}` lists the complete saves next to it") from e
+
+
+def load_checkpoint_whole(path: str) -> dict:
+    """A checkpoint's state with every expert in this process, whatever torch.distributed says (a
+    distillation teacher, a student's initialisation, offline tools): read as fairseq reads it (its
+    upgrades of older states included), with the named errors of unreadable files and missing shards;
+    a Switch save comes without optimizer state."""
+    from fairseq import checkpoint_utils
+
+    # fairseq's own loader: the plugin's replacement (which keeps it as __wrapped__) cuts the save for this rank
+    read = getattr(checkpoint_utils.load_checkpoint_to_cpu, "__wrapped__", checkpoint_utils.load_checkpoint_to_cpu)
+    with file_io.fairseq_checkpoint_types():
+        state = _read_named(read, path)
+    return localize(path, state, world=(1, 0))
+
+
+def _vocab_sizes(model: nn.Module) -> Dict[str, int]:
     """Rows of the embedding tables: the vocabulary the model was built for."""
     return {n: p.shape[0] for n, p in model.named_parameters() if n.endswith("embed_tokens.weight")}
 
@@ -649,11 +671,11 @@ def check_vocabulary(path: str, model_state: dict, sizes: Dict[str, int]) -> Non
             )
 
 
-def _task_option(task, name: str, default):
+def _task_option(task: "FairseqTask", name: str, default: Any) -> Any:
     return getattr(getattr(task, "cfg", None), name, default)
 
 
-def _dictionary_of(task) -> Optional[dict]:
+def _dictionary_of(task: "FairseqTask") -> Optional[dict]:
     d = getattr(task, "target_dictionary", None)
     if d is None:
         return None
@@ -661,7 +683,7 @@ def _dictionary_of(task) -> Optional[dict]:
     return dictionary_record(d, data or "the task's data")
 
 
-def _new_save(trainer, extra_state: dict) -> _Save:
+def _new_save(trainer: "Trainer", extra_state: dict) -> _Save:
     """One record for all files of this save: an id drawn by rank 0 and agreed by every saving rank."""
     layout = _layout(trainer)
     save_id = [uuid.uuid4().hex]
@@ -674,137 +696,228 @@ def _new_save(trainer, extra_state: dict) -> _Save:
     return _Save(record, layout, file_io.FaultPlan.from_env())
 
 
-def install() -> None:
-    """Route fairseq's Trainer saves and loads through this module: expert-sharded saves of Switch
-    models, atomic files and manifests for every save, fallback to the newest complete save on resume,
-    named errors for unreadable files and checks of the dictionary."""
-    from fairseq import checkpoint_utils
-    from fairseq.file_io import PathManager
-    from fairseq.trainer import Trainer
+class CheckpointHooks:
+    """Replacements for fairseq's Trainer and checkpoint_utils functions that route saves and loads
+    through this module (expert-sharded saves of Switch models, atomic files and manifests for every
+    save, fallback to the newest complete save on resume, named errors for unreadable files, checks of
+    the dictionary), and the state they share. `compat` makes one per process and installs what its
+    methods return (each takes fairseq's original). fairseq calls them nested
+    (checkpoint_utils.save_checkpoint -> Trainer.save_checkpoint -> torch_persistent_save and
+    PathManager.copy; Trainer.load_checkpoint or load_model_ensemble_and_task -> load_checkpoint_to_cpu):
+    the outer call tells the inner ones, through this object, what they are part of."""
 
-    if getattr(Trainer, "_fairseq_switch_checkpoints", False):
-        return
-    Trainer._fairseq_switch_checkpoints = True
+    def __init__(self) -> None:
+        self.saving = False  # inside checkpoint_utils.save_checkpoint: ranks >= 1 name their own files
+        self.save: Optional[_Save] = None  # the save being written
+        self.target: Optional[LoadTarget] = None  # the Trainer's model, while the Trainer loads
+        # (embedding rows, dictionary record, --allow-dictionary-change) while a Trainer or an ensemble loads
+        self.vocab: Optional[Tuple[Dict[str, int], Optional[dict], bool]] = None
 
-    orig_save, orig_load = Trainer.save_checkpoint, Trainer.load_checkpoint
-    orig_should = Trainer.should_save_checkpoint_on_current_rank.fget
-    orig_suffix = Trainer.checkpoint_suffix.fget
-    orig_cu_save, orig_to_cpu = checkpoint_utils.save_checkpoint, checkpoint_utils.load_checkpoint_to_cpu
-    orig_ensemble = checkpoint_utils.load_model_ensemble_and_task
+    @contextmanager
+    def _loading_for(self, trainer: "Trainer", reset_optimizer: bool) -> Iterator[None]:
+        """Every rank reads the checkpoint itself (it needs its own experts), for this model's layout."""
+        from omegaconf import open_dict
 
-    def trainer_save(self, filename, extra_state):
-        save = _new_save(self, extra_state)
-        _CTX["save"] = save
+        model = trainer.get_model()
+        layout = _layout(trainer)
+        self.target = LoadTarget(layout, switch_layers_of(model), model_param_names(model, trainer.get_criterion()),
+                                 not reset_optimizer)
+        ck = trainer.cfg.checkpoint
+        before = ck.load_checkpoint_on_all_dp_ranks
+        with open_dict(ck):
+            ck.load_checkpoint_on_all_dp_ranks = before or layout.distributed
         try:
-            if _layout(self) is None:
-                out = orig_save(self, filename, extra_state)
-            else:
-                out = save_checkpoint(self, filename, extra_state)
-            if out is not None or _layout(self) is None:
-                save.commit(filename)
-            return out
+            yield
         finally:
-            if not _CTX["saving"]:  # inside checkpoint_utils.save_checkpoint, its copies belong to this save
-                _CTX["save"] = None
+            self.target = None
+            with open_dict(ck):
+                ck.load_checkpoint_on_all_dp_ranks = before
 
-    def trainer_load(self, filename, reset_optimizer=False, *args, **kwargs):
-        ck = self.cfg.checkpoint
-        if ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
-            # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
-            filename = resume_path(ck.save_dir, filename, bool(_task_option(self.task, "no_resume_fallback", False)),
-                                   announce=self.data_parallel_rank == 0)
-            if self.data_parallel_rank == 0 and os.path.isdir(ck.save_dir):
-                for tmp in leftover_temp_files(ck.save_dir):
-                    logger.info(f"removing {tmp}, left by an interrupted write")
-                    os.remove(tmp)
-        _CTX["vocab"] = (_vocab_sizes(self.get_model()), _dictionary_of(self.task),
-                         bool(_task_option(self.task, "allow_dictionary_change", False)))
-        try:
-            if _layout(self) is None:
-                return orig_load(self, filename, reset_optimizer, *args, **kwargs)
-            with _loading_for(self, reset_optimizer):
-                return orig_load(self, filename, reset_optimizer, *args, **kwargs)
-        finally:
-            _CTX["vocab"] = None
+    def trainer_save(self, orig_save: Callable) -> Callable:
+        """Trainer.save_checkpoint: Switch models through `save_checkpoint`; every save gets its record."""
 
-    def should_save(self):
-        layout = _layout(self)
-        if layout is None or not layout.distributed:
-            return orig_should(self)
-        return layout.rank < layout.group_size  # replicas hold copies of rank r mod G's experts
+        def trainer_save(trainer: "Trainer", filename: str, extra_state: dict) -> Optional[str]:
+            save = _new_save(trainer, extra_state)
+            self.save = save
+            try:
+                if _layout(trainer) is None:
+                    out = orig_save(trainer, filename, extra_state)
+                else:
+                    out = save_checkpoint(trainer, filename, extra_state)
+                if out is not None or _layout(trainer) is None:
+                    save.commit(filename)
+                return out
+            finally:
+                if not self.saving:  # inside checkpoint_utils.save_checkpoint, its copies belong to this save
+                    self.save = None
 
-    def suffix(self):
-        base = orig_suffix(self)
-        layout = _layout(self) if _CTX["saving"] else None
-        if layout is None or not layout.distributed or layout.rank == 0:
-            return base
-        return base + shard_suffix(layout.rank)
+        return trainer_save
 
-    def cu_save(cfg, trainer, epoch_itr, val_loss):
-        # while saving, ranks >= 1 name (copy, prune) their own files: checkpoint_X-experts-rank{r}.pt
-        _CTX["saving"] = True
-        try:
-            return orig_cu_save(cfg, trainer, epoch_itr, val_loss)
-        finally:
-            _CTX["saving"], _CTX["save"] = False, None
-            if trainer.data_parallel_rank == 0 and os.path.isdir(cfg.save_dir):
-                for f in os.listdir(cfg.save_dir):  # manifests of the saves fairseq pruned
-                    if f.endswith(MANIFEST_SUFFIX) and not os.path.exists(
-                            os.path.join(cfg.save_dir, f[: -len(MANIFEST_SUFFIX)] + ".pt")):
-                        os.remove(os.path.join(cfg.save_dir, f))
+    def trainer_load(self, orig_load: Callable) -> Callable:
+        """Trainer.load_checkpoint: resume fallback, vocabulary checks, every rank reads its experts."""
 
-    def persistent_save(obj, filename, async_write=False):
-        save = _CTX["save"]
-        phase = "main-file" if main_of(filename) == filename else "shard-file"
-        file_io.save_torch(obj, filename, save.at(phase) if save is not None else None)
+        def trainer_load(trainer: "Trainer", filename: str, reset_optimizer: bool = False, *args: Any,
+                         **kwargs: Any) -> Optional[dict]:
+            ck = trainer.cfg.checkpoint
+            if ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
+                # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
+                filename = resume_path(ck.save_dir, filename,
+                                       bool(_task_option(trainer.task, "no_resume_fallback", False)),
+                                       announce=trainer.data_parallel_rank == 0)
+                if trainer.data_parallel_rank == 0 and os.path.isdir(ck.save_dir):
+                    for tmp in leftover_temp_files(ck.save_dir):
+                        logger.info(f"removing {tmp}, left by an interrupted write")
+                        os.remove(tmp)
+            self.vocab = (_vocab_sizes(trainer.get_model()), _dictionary_of(trainer.task),
+                          bool(_task_option(trainer.task, "allow_dictionary_change", False)))
+            try:
+                if _layout(trainer) is None:
+                    return orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
+                with self._loading_for(trainer, reset_optimizer):
+                    return orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
+            finally:
+                self.vocab = None
 
-    class AtomicCopies(PathManager):
-        """fairseq copies a save to checkpoint_last/best byte by byte, in place: a kill mid-copy left a
-        truncated checkpoint_last.pt. Here each copy is atomic, and the copied save gets its manifest."""
+        return trainer_load
 
-        @staticmethod
-        def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
-            save = _CTX["save"]
-            if save is None or PathManager.path_requires_pathmanager(dst_path):
-                return PathManager.copy(src_path, dst_path, overwrite)
-            base = os.path.basename(dst_path)
-            phase = "copy-last" if base.startswith("checkpoint_last") else (
-                "copy-best" if base.startswith("checkpoint_best") else "copy")
-            file_io.copy_file(src_path, dst_path, save.at(phase), link=True)
-            save.commit(dst_path)
-            return True
+    def trainer_should_save(self, orig: property) -> property:
+        """Trainer.should_save_checkpoint_on_current_rank: every rank holding distinct experts saves."""
+        orig_should = orig.fget
 
-    def to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
-        try:
-            state = orig_to_cpu(path, arg_overrides, load_on_all_ranks)
-        except file_io.READ_ERRORS as e:
-            if "Weights only load failed" in str(e):
-                raise
-            raise ValueError(f"{file_io.unreadable(path, e)}; `python scripts/verify_checkpoint.py "
-                             f"{os.path.dirname(path) or '.'}` lists the complete saves next to it") from e
-        if _CTX["vocab"] and "model" in state:
-            sizes, expected, allow = _CTX["vocab"]
-            check_vocabulary(path, state["model"], sizes)
-            if expected is not None:
-                check_dictionary(path, state, expected, allow)
-        return localize(path, state)
+        def should_save(trainer: "Trainer") -> bool:
+            layout = _layout(trainer)
+            if layout is None or not layout.distributed:
+                return orig_should(trainer)
+            return layout.rank < layout.group_size  # replicas hold copies of rank r mod G's experts
 
-    def ensemble(filenames, arg_overrides=None, task=None, *args, **kwargs):
-        # fairseq-generate and friends: the task's dictionary must be the one the checkpoint was trained with
-        if task is None or _CTX["vocab"] is not None:
-            return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
-        _CTX["vocab"] = ({}, _dictionary_of(task), bool(_task_option(task, "allow_dictionary_change", False)))
-        try:
-            return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
-        finally:
-            _CTX["vocab"] = None
+        return property(should_save)
 
-    Trainer.save_checkpoint = trainer_save
-    Trainer.load_checkpoint = trainer_load
-    Trainer.should_save_checkpoint_on_current_rank = property(should_save)
-    Trainer.checkpoint_suffix = property(suffix)
-    checkpoint_utils.save_checkpoint = cu_save
-    checkpoint_utils.load_checkpoint_to_cpu = to_cpu
-    checkpoint_utils.load_model_ensemble_and_task = ensemble
-    checkpoint_utils.torch_persistent_save = persistent_save
-    checkpoint_utils.PathManager = AtomicCopies
+    def trainer_suffix(self, orig: property) -> property:
+        """Trainer.checkpoint_suffix: while saving, ranks >= 1 name their own files."""
+        orig_suffix = orig.fget
+
+        def suffix(trainer: "Trainer") -> str:
+            base = orig_suffix(trainer)
+            layout = _layout(trainer) if self.saving else None
+            if layout is None or not layout.distributed or layout.rank == 0:
+                return base
+            return base + shard_suffix(layout.rank)
+
+        return property(suffix)
+
+    def checkpoint_utils_save(self, orig_cu_save: Callable) -> Callable:
+        """checkpoint_utils.save_checkpoint: marks one save's files; drops the manifests of pruned saves."""
+
+        def cu_save(cfg: Any, trainer: "Trainer", epoch_itr: Any, val_loss: Optional[float]) -> Any:
+            # while saving, ranks >= 1 name (copy, prune) their own files: checkpoint_X-experts-rank{r}.pt
+            self.saving = True
+            try:
+                return orig_cu_save(cfg, trainer, epoch_itr, val_loss)
+            finally:
+                self.saving, self.save = False, None
+                if trainer.data_parallel_rank == 0 and os.path.isdir(cfg.save_dir):
+                    for f in os.listdir(cfg.save_dir):  # manifests of the saves fairseq pruned
+                        if f.endswith(MANIFEST_SUFFIX) and not os.path.exists(
+                                os.path.join(cfg.save_dir, f[: -len(MANIFEST_SUFFIX)] + ".pt")):
+                            os.remove(os.path.join(cfg.save_dir, f))
+
+        return cu_save
+
+    def torch_persistent_save(self, orig: Callable) -> Callable:
+        """checkpoint_utils.torch_persistent_save: every file written atomically, at the save's fault points."""
+
+        def persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
+            save = self.save
+            phase = "main-file" if main_of(filename) == filename else "shard-file"
+            file_io.save_torch(obj, filename, save.at(phase) if save is not None else None)
+
+        return persistent_save
+
+    def path_manager(self, path_manager: type) -> type:
+        """checkpoint_utils.PathManager with atomic copies of a save."""
+        hooks = self
+
+        class AtomicCopies(path_manager):
+            """fairseq copies a save to checkpoint_last/best byte by byte, in place: a kill mid-copy left a
+            truncated checkpoint_last.pt. Here each copy is atomic, and the copied save gets its manifest."""
+
+            @staticmethod
+            def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+                save = hooks.save
+                if save is None or path_manager.path_requires_pathmanager(dst_path):
+                    return path_manager.copy(src_path, dst_path, overwrite)
+                base = os.path.basename(dst_path)
+                phase = "copy-last" if base.startswith("checkpoint_last") else (
+                    "copy-best" if base.startswith("checkpoint_best") else "copy")
+                file_io.copy_file(src_path, dst_path, save.at(phase), link=True)
+                save.commit(dst_path)
+                return True
+
+        return AtomicCopies
+
+    def load_checkpoint_to_cpu(self, orig_to_cpu: Callable) -> Callable:
+        """checkpoint_utils.load_checkpoint_to_cpu: named errors, checks, the save cut for this process."""
+
+        def to_cpu(path: str, arg_overrides: Optional[dict] = None, load_on_all_ranks: bool = False) -> dict:
+            state = _read_named(orig_to_cpu, path, arg_overrides, load_on_all_ranks)
+            if self.vocab and "model" in state:
+                sizes, expected, allow = self.vocab
+                check_vocabulary(path, state["model"], sizes)
+                if expected is not None:
+                    check_dictionary(path, state, expected, allow)
+            return localize(path, state, self.target)
+
+        return to_cpu
+
+    def load_model_ensemble_and_task(self, orig_ensemble: Callable) -> Callable:
+        """checkpoint_utils.load_model_ensemble_and_task: the task's dictionary must be the checkpoint's."""
+
+        def ensemble(filenames: List[str], arg_overrides: Optional[dict] = None, task: Optional["FairseqTask"] = None,
+                     *args: Any, **kwargs: Any) -> Any:
+            # fairseq-generate and friends: the task's dictionary must be the one the checkpoint was trained with
+            if task is None or self.vocab is not None:
+                return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
+            self.vocab = ({}, _dictionary_of(task), bool(_task_option(task, "allow_dictionary_change", False)))
+            try:
+                return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
+            finally:
+                self.vocab = None
+
+        return ensemble
+
+
+# -- command line: scripts/verify_checkpoint.py ----------------------------------------------
+VERIFY_DESCRIPTION = "List the saves in a checkpoint folder and say which are complete."
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """scripts/verify_checkpoint.py FOLDER: for each save (a main file, its -experts-rank{r}.pt files and its
+    manifest), newest first: the update, the epoch, its files and size, and `complete` or `BROKEN: <why>`.
+    Only headers are read (tensors stay on disk), so it is quick on large saves. Exit status: 0 when the
+    newest save is complete (what a plain resume reads, or falls back from), 1 when it is broken, 2 for
+    a bad folder."""
+    ap = argparse.ArgumentParser(description=VERIFY_DESCRIPTION)
+    ap.add_argument("folder", help="a --save-dir of fairseq-train")
+    args = ap.parse_args(argv)
+    if not os.path.isdir(args.folder):
+        print(f"verify_checkpoint: error: {args.folder} is not a folder (give the run's --save-dir)", file=sys.stderr)
+        return 2
+    saves = list_saves(args.folder)
+    if not saves:
+        print(f"verify_checkpoint: error: {args.folder} holds no checkpoint*.pt", file=sys.stderr)
+        return 2
+    for s in saves:
+        upd = "?" if s.num_updates is None else s.num_updates
+        state = "complete" if s.complete else f"BROKEN: {s.problem}"
+        print(f"{os.path.basename(s.path):40s} update {upd:>7}  epoch {s.epoch if s.epoch is not None else '?':>3}  "
+              f"{len(s.files)} file(s) {s.bytes / 2**20:8.1f} MiB  {state}")
+    for t in leftover_temp_files(args.folder):
+        print(f"{os.path.basename(t):40s} an interrupted write (never a complete file; safe to delete)")
+    good = [s for s in saves if s.complete]
+    newest = saves[0]
+    if newest.complete:
+        print(f"newest save {os.path.basename(newest.path)} is complete")
+        return 0
+    tip = f"; resuming falls back to {good[0].path}" if good else "; no save here is complete"
+    print(f"newest save {os.path.basename(newest.path)} is BROKEN{tip}")
+    return 1

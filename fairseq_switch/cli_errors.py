@@ -2,20 +2,28 @@
 
 fairseq-train, fairseq-generate and friends let every exception reach the interpreter, which prints
 its full traceback: for a bad option or a mismatched checkpoint the message the user needs comes
-last, under a screen of frames. A ValueError or FileNotFoundError raised by fairseq_switch itself is
-such a message (they name the bad value and the fix), so the hook prints just
+last, under a screen of frames. A ValueError, FileNotFoundError or UnsupportedStack raised by
+fairseq_switch itself is such a message (they name the bad value and the fix), so the hook prints just
 `fairseq-switch: error: <message>`; the exit status stays 1. FAIRSEQ_SWITCH_TRACEBACK=1 restores
 the traceback; every other exception keeps it.
 """
 
 import os
 import sys
+from types import TracebackType
+from typing import Callable, Optional, Type
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-USER_ERRORS = (ValueError, FileNotFoundError)
 
 
-def raised_by_plugin(tb) -> bool:
+class UnsupportedStack(ImportError):
+    """The installed fairseq is not the version the plugin's fixes to it were written for."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, UnsupportedStack)
+
+
+def raised_by_plugin(tb: Optional[TracebackType]) -> bool:
     last = None
     while tb is not None:
         last = tb
@@ -23,12 +31,11 @@ def raised_by_plugin(tb) -> bool:
     return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR + os.sep)
 
 
-def install() -> None:
-    previous = sys.excepthook
-    if getattr(previous, "_fairseq_switch", False):
-        return
+def one_line_errors(previous: Callable) -> Callable:
+    """sys.excepthook that prints the plugin's user errors as one line and hands the rest to `previous`
+    (installed in place of sys.excepthook by `compat`)."""
 
-    def hook(exc_type, exc, tb):
+    def hook(exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
         if (issubclass(exc_type, USER_ERRORS) and raised_by_plugin(tb)
                 and os.environ.get("FAIRSEQ_SWITCH_TRACEBACK", "") in ("", "0")):
             print(f"fairseq-switch: error: {exc}\n(FAIRSEQ_SWITCH_TRACEBACK=1 shows where it was raised)",
@@ -36,5 +43,4 @@ def install() -> None:
             return
         previous(exc_type, exc, tb)
 
-    hook._fairseq_switch = True
-    sys.excepthook = hook
+    return hook

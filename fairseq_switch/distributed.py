@@ -19,7 +19,7 @@ model gives DDP its ignore list) and with gradient accumulation.
 """
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -176,7 +176,11 @@ def global_grad_norm_patch(original: Callable) -> Callable:
     """Wrap fairseq.utils.clip_grad_norm_, whose norm leaves out every `expert` gradient."""
 
     @torch.no_grad()
-    def clip_grad_norm_(params, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
+    def clip_grad_norm_(
+        params: Union[torch.Tensor, Iterable[torch.Tensor]],
+        max_norm: float,
+        aggregate_norm_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ) -> torch.Tensor:
         if isinstance(params, torch.Tensor):
             params = [params]
         params = [p for p in params if p is not None]

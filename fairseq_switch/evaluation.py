@@ -19,13 +19,13 @@ with it they are already text. D- differs from H- only when fairseq was given `-
 decoded like D-, so D- is the hypothesis to pair with T-. `detokenize` turns raw pieces into text and
 leaves text alone, so scoring works whichever way the user generated.
 
-`evaluate` is the one scoring path: scripts/score_generations.py runs it on fairseq-generate output,
-validation by generation (task text_to_text, --eval-metric) on the strings fairseq-generate would
-print for the same tokens, so the two agree to the last digit. An unknown token (`<unk>`) is
-deleted before scoring, never scored as a word (see `detokenize`).
+`evaluate` is the one scoring path: fairseq_switch/reports/generations.py (scripts/score_generations.py)
+runs it on fairseq-generate output, validation by generation (task text_to_text, --eval-metric) on
+the strings fairseq-generate would print for the same tokens, so the two agree to the last digit.
+An unknown token (`<unk>`) is deleted before scoring, never scored as a word (see `detokenize`).
 
 This module imports only the standard library at load time (the metric packages are imported when a
-metric is computed), so scripts can load it by path without importing torch or fairseq.
+metric is computed), so reports import it without importing torch or fairseq.
 """
 
 import functools
@@ -34,7 +34,10 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from sentencepiece import SentencePieceProcessor
 
 SPM_SPACE = "\u2581"  # "▁", SentencePiece's word-boundary marker
 METRICS = ("rouge", "em", "acc", "bleu")
@@ -52,7 +55,7 @@ _PUNCTUATION = frozenset(string.punctuation)
 # ----------------------------------------------------------------------------- detokenization
 
 
-def load_spm(path: Union[str, Path]):
+def load_spm(path: Union[str, Path]) -> "SentencePieceProcessor":
     """The SentencePieceProcessor for `path`, loaded once (detokenize is called per line).
 
     Raises ValueError if the file is missing or is not a SentencePiece model."""
@@ -118,7 +121,7 @@ def _decode_bytes(text: str) -> str:
     """Each run of byte-fallback pieces in `text` as the UTF-8 it spells; an invalid byte becomes
     U+FFFD, one per byte, as sentencepiece decodes it."""
 
-    def decode(m):
+    def decode(m: "re.Match[str]") -> str:
         raw = bytes(int(h, 16) for h in re.findall("<0x([0-9A-F]{2})>", m.group(0)))
         return _SURROGATE_RE.sub("\ufffd", raw.decode("utf-8", "surrogateescape"))
 
@@ -346,7 +349,7 @@ def evaluate(
     hyp_tokens: Optional[Sequence[str]] = None,
 ) -> Dict[str, float]:
     """Score hypotheses against references as fairseq prints them: the one scoring path of
-    scripts/score_generations.py (fairseq-generate output) and of validation by generation.
+    fairseq_switch/reports/generations.py (fairseq-generate output) and of validation by generation.
 
     Every line goes through `detokenize(line, spm_model, pieces)` (<unk> deleted, pieces joined,
     byte pieces decoded), then `compute_metrics`. `pieces` None: the lines are raw pieces if any of

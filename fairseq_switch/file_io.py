@@ -12,6 +12,8 @@ save, optionally only in the save at `updates` and on `rank`. A "mid" phase firs
 temporary file half written.
 """
 
+import argparse
+import collections
 import json
 import os
 import pickle
@@ -21,8 +23,9 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
+import numpy as np
 import torch
 
 FAULT_ENV = "FAIRSEQ_SWITCH_FAULT"
@@ -126,8 +129,8 @@ def atomic_write(path: str, write: Callable[[str], None], fault: Fault = None) -
                                f"the file it would replace is unchanged") from e
 
 
-def save_torch(obj, path: str, fault: Fault = None) -> None:
-    def write(tmp):
+def save_torch(obj: Any, path: str, fault: Fault = None) -> None:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
 
@@ -142,8 +145,8 @@ def save_safetensors(tensors: Dict[str, torch.Tensor], path: str) -> None:
                                              metadata={"format": "pt"}))
 
 
-def save_json(obj, path: str, fault: Fault = None) -> None:
-    def write(tmp):
+def save_json(obj: Any, path: str, fault: Fault = None) -> None:
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -152,7 +155,7 @@ def save_json(obj, path: str, fault: Fault = None) -> None:
 
 
 def save_text(text: str, path: str) -> None:
-    def write(tmp):
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
@@ -162,7 +165,7 @@ def save_text(text: str, path: str) -> None:
 def copy_file(src: str, path: str, fault: Fault = None, link: bool = False) -> None:
     """Copy `src` to `path` atomically; `link`: a hard link where the file system allows one."""
 
-    def write(tmp):
+    def write(tmp: str) -> None:
         if link:
             try:
                 os.unlink(tmp)
@@ -175,7 +178,41 @@ def copy_file(src: str, path: str, fault: Fault = None, link: bool = False) -> N
     atomic_write(path, write, fault)
 
 
-def load_torch(path: str, what: str = "checkpoint", mmap: bool = False):
+# torch >= 2.6 loads with weights_only=True; checkpoints written by fairseq-train also hold these types
+# (args, optimizer history, meters). They are allowed by name, the safety check stays on.
+FAIRSEQ_CHECKPOINT_TYPES = [
+    argparse.Namespace,
+    collections.OrderedDict,
+    collections.defaultdict,
+    np.dtype,
+    np.ndarray,
+    type(np.dtype(np.float64)),
+    type(np.dtype(np.float32)),
+    type(np.dtype(np.int64)),
+]
+try:  # numpy scalars (e.g. a best validation loss) and arrays pickle through these
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct, scalar
+FAIRSEQ_CHECKPOINT_TYPES += [scalar, _reconstruct]
+
+
+@contextmanager
+def fairseq_checkpoint_types() -> Iterator[None]:
+    """torch.load inside accepts FAIRSEQ_CHECKPOINT_TYPES: the plugin's own reads need no process-wide
+    allow-list (fairseq's own reads do: `compat` adds one)."""
+    listed = getattr(torch.serialization, "get_safe_globals", None)
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if listed is None or scoped is None:  # torch < 2.5 loads with weights_only=False by default
+        yield
+        return
+    # only the missing ones: leaving the context removes what it added, even types allowed process-wide
+    missing = [t for t in FAIRSEQ_CHECKPOINT_TYPES if t not in listed()]
+    with scoped(missing):
+        yield
+
+
+def load_torch(path: str, what: str = "checkpoint", mmap: bool = False) -> Any:
     """torch.load with a named error for a missing, empty, truncated or corrupt file (torch itself says
     `PytorchStreamReader failed reading zip archive` or a bare `EOFError`, without the file).
 
@@ -183,10 +220,11 @@ def load_torch(path: str, what: str = "checkpoint", mmap: bool = False):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such {what} file")
     try:
-        if mmap:
-            return torch.load(path, map_location="cpu", mmap=True)
-        with open(path, "rb") as f:
-            return torch.load(f, map_location="cpu")
+        with fairseq_checkpoint_types():
+            if mmap:
+                return torch.load(path, map_location="cpu", mmap=True)
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu")
     except READ_ERRORS as e:
         if "Weights only load failed" in str(e):  # a type torch refuses: not a broken file
             raise

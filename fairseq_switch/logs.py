@@ -11,12 +11,12 @@ train_inner prefix their keys with the tag. Both formats give the same parsed di
 
 import json
 import re
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 _PARAMS_RE = re.compile(r"num\. (model|shared model|expert model) params:\s*([\d,]+)")
 
 
-def _number(v):
+def _number(v: Any) -> Any:
     if isinstance(v, str):
         try:
             return float(v)

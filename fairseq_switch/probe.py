@@ -1,6 +1,7 @@
-"""Zero-shot probe: score downstream examples by the model's log-likelihood of their targets (SPEC §9).
+"""Zero-shot probe: score downstream examples by the model's log-likelihood of their targets.
 
-Seeds/003's Algorithm 1 scores each candidate model by the log-likelihood it gives a few selected
+Does upstream quality predict downstream quality (Fedus et al. 2021, Appendix E)? The probe-selection
+paper's Algorithm 1 scores each candidate model by the log-likelihood it gives a few selected
 downstream points, with no fine-tuning, and predicts fine-tuned quality from that score. Here one
 probe task is a downstream folder as bundled in `data/downstream/<name>/` ({split}.jsonl with
 "input" and "target"; .tsv works too, see data/pairs.py). Each example is put in the pretraining
@@ -10,14 +11,16 @@ the model to predict.
 
 * classification tasks (meta.json says so, or few distinct targets): every label is scored as a
   candidate; the point is right when its gold label has the highest log-likelihood, and its
-  *confidence* is the gold label's softmax probability over the candidates (seeds/003 §3.3).
+  *confidence* is the gold label's softmax probability over the candidates (the probe-selection
+  paper's §3.3).
 * other tasks (summaries, ...): the gold target's mean per-token log-likelihood.
 
 Per point, `value` is what selection clusters on (the confidence, or the per-token log-likelihood);
 across checkpoints the values form the point's trajectory (probe_selection.py).
 
 Used at every validation of a pretraining run (task option --probe, `ProbeConfig`) and offline on
-saved checkpoints (scripts/probe_checkpoints.py); both write the same per-point rows.
+saved checkpoints (fairseq_switch/reports/probe_checkpoints.py, scripts/probe_checkpoints.py); both
+write the same per-point rows.
 """
 
 import json
@@ -25,7 +28,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -127,7 +130,7 @@ class ProbeResult:
         return r
 
 
-def _round(a) -> List[float]:
+def _round(a: np.ndarray) -> List[float]:
     return [round(float(x), 6) for x in a]
 
 
@@ -186,7 +189,8 @@ def _template_parts(template: str, key: str, flag: str):
 class Encoder:
     """Template + SentencePiece pieces -> dictionary ids (as prepare_downstream_data.py encodes)."""
 
-    def __init__(self, spm_model: str, dictionary, source_template: str, target_template: str, max_source: int):
+    def __init__(self, spm_model: str, dictionary: Any, source_template: str, target_template: str,
+                 max_source: int):
         from .evaluation import load_spm
 
         self.sp = load_spm(spm_model)
@@ -272,15 +276,16 @@ def load_probe_task(name: str, folder: str, encoder: Encoder, split: str = "vali
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_pairs(model, dictionary, sources: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
-                batch_size: int = 64):
+def score_pairs(model: torch.nn.Module, dictionary: Any, sources: Sequence[torch.Tensor],
+                targets: Sequence[torch.Tensor], batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """Summed log-likelihood of each target given its source (teacher forcing), and its token count."""
     device = next(model.parameters()).device
     pad, eos = dictionary.pad(), dictionary.eos()
     total, count = [], []
     for start in range(0, len(sources), batch_size):
         samples = [{"id": i, "source": s, "target": t}
-                   for i, (s, t) in enumerate(zip(sources[start:start + batch_size], targets[start:start + batch_size]))]
+                   for i, (s, t) in enumerate(zip(sources[start:start + batch_size],
+                                                  targets[start:start + batch_size]))]
         batch = collate(samples, pad, eos, left_pad_source=False, left_pad_target=False, input_feeding=True)
         order = batch["id"].argsort()  # collate sorts by source length; undo it
         net_input = {k: v.to(device) for k, v in batch["net_input"].items()}
@@ -294,7 +299,7 @@ def score_pairs(model, dictionary, sources: Sequence[torch.Tensor], targets: Seq
 
 
 @torch.no_grad()
-def run_probe(model, dictionary, task: ProbeTask, batch_size: int = 64) -> ProbeResult:
+def run_probe(model: torch.nn.Module, dictionary: Any, task: ProbeTask, batch_size: int = 64) -> ProbeResult:
     """Score the task's points with `model` in eval mode (its mode is restored afterwards)."""
     was_training = model.training
     model.eval()
@@ -334,7 +339,7 @@ def read_rows(path: str) -> List[dict]:
 class Probe:
     """All probe tasks of a run: built once, scored at each validation or checkpoint."""
 
-    def __init__(self, cfg: ProbeConfig, dictionary, spm_model: str, max_source: int, seed: int = 1):
+    def __init__(self, cfg: ProbeConfig, dictionary: Any, spm_model: str, max_source: int, seed: int = 1):
         if not os.path.isfile(spm_model):
             raise FileNotFoundError(f"--probe needs the SentencePiece model of the pretraining data; none at "
                                     f"{spm_model} (scripts/prepare_pretraining_data.py writes it next to dict.txt)")
@@ -354,7 +359,7 @@ class Probe:
             self.tasks.append(load_probe_task(name, folder, encoder, cfg.probe_split, cfg.probe_points, seed,
                                               selection[name] if selection else None))
 
-    def run(self, model) -> List[ProbeResult]:
+    def run(self, model: torch.nn.Module) -> List[ProbeResult]:
         return [run_probe(model, self.dictionary, t, self.batch_size) for t in self.tasks]
 
 

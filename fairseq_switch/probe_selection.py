@@ -1,17 +1,17 @@
-"""Model-free math for predicting downstream quality during pretraining (SPEC §9).
+"""Model-free math for predicting downstream quality during pretraining (Fedus et al. 2021, Appendix E).
 
 The probe zero-shot scores a small set of downstream examples at each pretraining checkpoint and
-checks that the score tracks fine-tuned quality (the Switch Transformer paper's appendix E, seeds/000,
-relates upstream perplexity to SuperGLUE/TriviaQA; seeds/003 proposes the zero-shot probe). Seeds/003, Algorithm 1
-("Benchmark Performance Prediction via Zero-Shotting Selected Points") has three steps this module
-supplies the math for:
+checks that the score tracks fine-tuned quality (the Switch Transformer paper's Appendix E relates
+upstream perplexity to SuperGLUE/TriviaQA; the probe-selection paper proposes the zero-shot probe).
+The probe-selection paper's Algorithm 1 ("Benchmark Performance Prediction via Zero-Shotting
+Selected Points") has three steps this module supplies the math for:
 
     C      <- CORRELATE(D_benchmark)         inter-task and inter-point correlations
     D_test <- SELECT(D_benchmark, B, C)      at most B points, chosen for low redundancy
     M_best <- the model with the best zero-shot score ZS on D_test
 
 * Correlation statistics (`pearson`, `spearman`, with two-sided p-values) to report how well the
-  zero-shot score tracks fine-tuned quality (seeds/003 §3.2, "Objective 1"), and `top1_agreement`
+  zero-shot score tracks fine-tuned quality (the probe-selection paper's §3.2, "Objective 1"), and `top1_agreement`
   / `ranking_spearman` to score the final step (does the probe pick / rank the models right).
 * CORRELATE + SELECT within a task (§3.4, "Objective 3"): a point's "trajectory" is the model's
   confidence in its correct answer at each checkpoint (its training dynamics). Points whose
@@ -24,13 +24,14 @@ supplies the math for:
   other tasks' points do not).
 
 Only numpy is imported at load time (scipy for the t distribution, scikit-learn for clustering are
-imported when used), so scripts can load this file by path without torch or fairseq.
+imported when used), so reports import it without torch or fairseq.
 """
 
 import warnings
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "pearson", "spearman", "top1_agreement", "ranking_spearman",
@@ -43,7 +44,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- input checks
 
 
-def _vector(x, name: str) -> np.ndarray:
+def _vector(x: ArrayLike, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
@@ -52,7 +53,7 @@ def _vector(x, name: str) -> np.ndarray:
     return a
 
 
-def _pair(x, y, min_n: int) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(x: ArrayLike, y: ArrayLike, min_n: int) -> Tuple[np.ndarray, np.ndarray]:
     """Two equal-length finite vectors with at least `min_n` points, neither constant.
 
     A correlation of a constant series is undefined (0/0): scipy warns and returns NaN, which would
@@ -69,7 +70,7 @@ def _pair(x, y, min_n: int) -> Tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _trajectories(T, min_checkpoints: int = 2) -> np.ndarray:
+def _trajectories(T: ArrayLike, min_checkpoints: int = 2) -> np.ndarray:
     a = np.asarray(T, dtype=np.float64)
     if a.ndim != 2:
         raise ValueError(f"trajectories must be 2-D [n_points, n_checkpoints], got shape {a.shape}")
@@ -82,7 +83,7 @@ def _trajectories(T, min_checkpoints: int = 2) -> np.ndarray:
     return a
 
 
-def _budget(budget, what: str = "budget") -> int:
+def _budget(budget: object, what: str = "budget") -> int:
     if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)):
         raise ValueError(f"{what} must be an integer, got {budget!r}")
     if budget <= 0:
@@ -123,8 +124,8 @@ def _t_test_p(r: float, n: int) -> float:
 def pearson(x: Sequence[float], y: Sequence[float]) -> Tuple[float, float]:
     """(r, two-sided p-value) of the linear correlation of x and y.
 
-    Used to report how well a zero-shot score tracks fine-tuned quality across checkpoints (seeds/003
-    §3.2, Objective 1), as the SPEC asks: correlations with p-values. Raises ValueError for fewer than
+    Used to report how well a zero-shot score tracks fine-tuned quality across checkpoints (the probe-selection
+    paper's §3.2, Objective 1), with p-values to tell a correlation from noise. Raises ValueError for fewer than
     3 points (no degrees of freedom left for the test), mismatched lengths or a constant input."""
     a, b = _pair(x, y, 3)
     r = _pearson_r(a, b)
@@ -149,7 +150,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> Tuple[float, float]:
 
     Rank correlation is what matters when the probe is used to *order* checkpoints or models (the
     last step of Algorithm 1 only compares ZS values); it ignores a monotone but nonlinear link such as
-    the saturating power law of seeds/003's related work. Same errors as `pearson`."""
+    the saturating power law of the probe-selection paper's related work. Same errors as `pearson`."""
     a, b = _pair(x, y, 3)
     r = _pearson_r(_average_ranks(a), _average_ranks(b))
     return r, _t_test_p(r, a.size)
@@ -182,9 +183,9 @@ def ranking_spearman(pred: Sequence[float], true: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------- CORRELATE: points
 
 
-def trajectory_correlations(T) -> np.ndarray:
+def trajectory_correlations(T: ArrayLike) -> np.ndarray:
     """[n, n] Pearson correlations between the points' confidence trajectories (Algorithm 1's
-    CORRELATE, the O(n^2) "brute force" of seeds/003 §3.4).
+    CORRELATE, the O(n^2) "brute force" of the probe-selection paper's §3.4).
 
     A constant trajectory (the model is equally confident at every checkpoint, e.g. always 1.0) has
     no dynamics and an undefined correlation; we give it correlation 1 with the other constant ones
@@ -202,7 +203,7 @@ def trajectory_correlations(T) -> np.ndarray:
     return C
 
 
-def cluster_by_correlation(T, budget: int) -> np.ndarray:
+def cluster_by_correlation(T: ArrayLike, budget: int) -> np.ndarray:
     """Cluster labels (0 .. k-1, k = min(budget, n)) from average-linkage agglomerative clustering
     on the distance 1 - corr.
 
@@ -210,7 +211,7 @@ def cluster_by_correlation(T, budget: int) -> np.ndarray:
     need), is deterministic (no initialisation to seed), returns exactly k non-empty clusters, and
     average linkage judges a merge by the mean correlation between the two groups, so a cluster is a
     set of points that move together, without the chaining of single linkage. 1 - corr (not
-    1 - |corr|) keeps anti-correlated points apart, as seeds/003's own clustering does: there the
+    1 - |corr|) keeps anti-correlated points apart, as the probe-selection paper's own clustering does: there the
     points of different classes form separate clusters (its Figures 5-6)."""
     return _agglomerate(trajectory_correlations(T), _budget(budget))
 
@@ -265,16 +266,16 @@ def _positions(n_checkpoints: int, steps: Optional[Sequence[float]]) -> np.ndarr
     return 2.0 * (s - s.min()) / (s.max() - s.min()) - 1.0
 
 
-def polyfit_coefficients(T, degree: int = 2, steps: Optional[Sequence[float]] = None,
+def polyfit_coefficients(T: ArrayLike, degree: int = 2, steps: Optional[Sequence[float]] = None,
                          segments: Optional[Sequence[int]] = None) -> np.ndarray:
     """[n, degree+1] least-squares polynomial coefficients (constant term first) of each trajectory
-    over checkpoint positions normalised to [-1, 1]: seeds/003 §3.4's O(n) summary of a point's
+    over checkpoint positions normalised to [-1, 1]: the probe-selection paper's §3.4 O(n) summary of a point's
     training dynamics (one small least-squares solve shared by all points).
 
     All coefficients are kept, the constant term (the point's average confidence, i.e. difficulty)
     included: unlike a correlation, the fit also tells an easy point from a hard one that moves the
     same way. Needs degree <= n_checkpoints - 1 (the degree that interpolates the checkpoints, the
-    best in seeds/003's Figure 8).
+    best in the probe-selection paper's Figure 8).
 
     `segments`: when the columns are several runs' checkpoints one after the other (say a dense and
     a Switch sweep), their lengths in order. Each run is fitted on its own (a polynomial through the
@@ -300,14 +301,14 @@ def polyfit_coefficients(T, degree: int = 2, steps: Optional[Sequence[float]] = 
     return np.concatenate(out, axis=1)
 
 
-def cluster_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
+def cluster_by_polyfit(T: ArrayLike, budget: int, seed: Optional[int] = 0, degree: int = 2,
                        steps: Optional[Sequence[float]] = None,
                        segments: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, centroids, coefficients): k-means (k = min(budget, n), k-means++ seeded with `seed`,
     10 restarts, the best inertia kept) on the polynomial coefficients.
 
     k-means because the coefficients are coordinates in a small Euclidean space, where it is O(n k)
-    per iteration (keeping the approach O(n) in the number of points, its point in seeds/003). Labels
+    per iteration (keeping the approach O(n) in the number of points, its point in the probe-selection paper). Labels
     are canonical (numbered by lowest member); empty clusters are possible only when fewer than k
     coefficient vectors are distinct."""
     k = _budget(budget)
@@ -352,7 +353,7 @@ def _closest_to_centroids(coefs: np.ndarray, labels: np.ndarray, centroids: np.n
 
 def select_random(n: int, budget: int, seed: Optional[int] = 0) -> np.ndarray:
     """min(budget, n) distinct indices drawn uniformly without replacement, sorted: the baseline of
-    seeds/003 (its §3.3 evaluates on "50 randomly-selected examples"), against which the
+    the probe-selection paper (its §3.3 evaluates on "50 randomly-selected examples"), against which the
     redundancy-aware selectors must show they help."""
     k = _budget(budget)
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -361,7 +362,9 @@ def select_random(n: int, budget: int, seed: Optional[int] = 0) -> np.ndarray:
     return np.sort(rng.choice(int(n), size=min(k, int(n)), replace=False)).astype(np.int64)
 
 
-def select_by_correlation(T, budget: int, seed: Optional[int] = 0, with_weights: bool = False):
+def select_by_correlation(
+    T: ArrayLike, budget: int, seed: Optional[int] = 0, with_weights: bool = False
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """SELECT with the O(n^2) pairwise trajectory correlations: cluster the points into
     min(budget, n) groups that move together (`cluster_by_correlation`) and keep each group's medoid,
     its member most correlated with the rest of the group. Sorted unique indices.
@@ -382,9 +385,9 @@ def select_by_correlation(T, budget: int, seed: Optional[int] = 0, with_weights:
     return reps, np.bincount(labels)[labels[reps]].astype(np.float64)
 
 
-def select_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
+def select_by_polyfit(T: ArrayLike, budget: int, seed: Optional[int] = 0, degree: int = 2,
                       steps: Optional[Sequence[float]] = None, segments: Optional[Sequence[int]] = None,
-                      with_weights: bool = False):
+                      with_weights: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """SELECT with the O(n) polynomial summary: fit each trajectory with a degree-`degree` polynomial
     over normalised checkpoint positions (`steps`, evenly spaced if None), k-means the coefficient
     vectors into min(budget, n) clusters (seeded), keep the point closest to each centroid. Sorted
@@ -407,7 +410,7 @@ def select_by_polyfit(T, budget: int, seed: Optional[int] = 0, degree: int = 2,
 
 
 def task_relatedness(task_trajectories: Mapping[str, np.ndarray]) -> np.ndarray:
-    """[t, t] correlations between the tasks' mean confidence trajectories (seeds/003 §3.3,
+    """[t, t] correlations between the tasks' mean confidence trajectories (the probe-selection paper's §3.3,
     Objective 2: tasks whose zero-shot scores move together across checkpoints are related; SST-2 and
     IMDB correlate, One Stop English does not). Rows follow the mapping's order; a task whose mean
     trajectory is flat is treated as `trajectory_correlations` treats a flat point."""
@@ -432,7 +435,7 @@ def _apportion(weights: np.ndarray, total: int, low: np.ndarray, high: np.ndarra
     w = np.full(w.size, 1.0) if w.max() <= 0 else np.maximum(w, 1e-9 * w.max())
     low, high = low.astype(np.float64), high.astype(np.float64)
 
-    def shares(lam):
+    def shares(lam: float) -> np.ndarray:
         return np.clip(lam * w, low, high)
 
     lo_lam, hi_lam = 0.0, float((high / w).max())

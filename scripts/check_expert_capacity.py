@@ -1,62 +1,6 @@
 #!/usr/bin/env python
-"""Sanity check of the Switch FFN where FFN capacity is the bottleneck: memorise random pairs.
-
-A dense FFN of width W and a Switch FFN with N experts of width W (same FLOPs per token) learn a
-random map from 4096 inputs to targets. The Switch FFN has N times the parameters, so it should
-fit far better; if it does not, the layer (routing, dispatch or gradients) is broken.
-
-    python scripts/check_expert_capacity.py            # prints the final MSE of each
-"""
-
-import argparse
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-from fairseq_switch.modules.switch_layer import SwitchFFN
-
-
-def train(model, loss_extra, X, Y, steps, batch, lr, seed):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(0, X.shape[0], (batch,), generator=g)
-        loss = F.mse_loss(model(X[idx]), Y[idx]) + loss_extra()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        return F.mse_loss(model(X), Y).item()
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=4096)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--lr", type=float, default=3e-3)
-    args = p.parse_args(argv)
-
-    torch.manual_seed(0)
-    X = F.layer_norm(torch.randn(args.items, args.dim), (args.dim,))
-    Y = torch.randn(args.items, args.dim)
-
-    torch.manual_seed(1)
-    dense = nn.Sequential(nn.Linear(args.dim, args.width), nn.ReLU(), nn.Linear(args.width, args.dim))
-    mse_dense = train(dense, lambda: 0.0, X, Y, args.steps, args.batch, args.lr, 2)
-
-    torch.manual_seed(1)
-    switch = SwitchFFN(args.dim, args.width, args.experts, activation_fn=F.relu, capacity_factor=2.0, jitter_eps=0.0)
-    mse_switch = train(switch, lambda: 0.01 * switch.last_routing.balance_loss, X, Y, args.steps, args.batch, args.lr, 2)
-
-    print(f"target variance 1.0; dense FFN width {args.width}: MSE {mse_dense:.4f}")
-    print(f"Switch FFN {args.experts} x width {args.width}: MSE {mse_switch:.4f} ({mse_switch / mse_dense:.2f}x dense)")
-
+"""A Switch FFN must memorise better than a dense FFN of equal FLOPs (fairseq_switch/bench/capacity_check.py)."""
+from fairseq_switch.bench.capacity_check import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

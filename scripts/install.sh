@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3.11}
 STAMP="$VENV/.fairseq_switch_installed"
-SPEC_HASH=$(cat scripts/install.sh setup.py | sha1sum | cut -c1-12)
+STACK_HASH=$(cat scripts/install.sh setup.py | sha1sum | cut -c1-12)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC_HASH" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STACK_HASH" ]; then
   exit 0
 fi
 command -v "$PY" >/dev/null || { echo "error: $PY not found; fairseq-switch needs Python 3.11 (set PYTHON=...)" >&2; exit 1; }
@@ -21,9 +21,9 @@ echo "[install] torch 2.13.0 (CPU wheel; a CUDA machine can pre-install its own 
 pip_install "torch==2.13.0"
 echo "[install] fairseq's real dependencies, fairscale, tooling"
 pip_install "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex sacrebleu tqdm \
-  bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest \
+  bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest "ruff==0.16.9" \
   "matplotlib==3.10.*" "setuptools<81" wheel
-# matplotlib: PNG plots of scripts/scaling_report.py.
+# matplotlib: PNG plots of scripts/scaling_report.py. ruff: the lint step of .ci/run (ruff.toml).
 echo "[install] safetensors (checkpoint conversion) and transformers (test reference models; needs no torch of its own)"
 pip_install "safetensors==0.8.0" "transformers==5.25.0"
 # fairseq-fixed declares torchaudio, which has no release matching torch 2.13: install without deps.
@@ -32,5 +32,5 @@ echo "[install] fairseq-fixed 0.12.3.1 (first build compiles extensions, ~3 min;
 pip_install --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
 echo "[install] fairseq_switch (editable)"
 pip_install --no-deps --no-build-isolation -e .
-echo "$SPEC_HASH" > "$STAMP"
+echo "$STACK_HASH" > "$STAMP"
 echo "[install] done: $VENV"

@@ -1,10 +1,20 @@
-import subprocess
+import contextlib
+import io
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_finish(session):
+    """Register the plugin if a test module imported fairseq: one that imported a light module of the package
+    first (logs, data.corpus, ...) left it unregistered, and fairseq's registries are then read directly."""
+    if "fairseq" in sys.modules:
+        from fairseq_switch.plugin import register
+
+        register()
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +29,18 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pretrain_data(tmp_path_factory):
-    """Moby-Dick through prepare_pretraining_data.py (vocab 600): (folder, the script's stdout)."""
+    """Moby-Dick through prepare_pretraining_data (vocab 600), and its fairseq-preprocess, in this process (a
+    subprocess spends seconds importing fairseq again): (folder, its stdout)."""
+    from fairseq_switch.corpora.prepare import pretraining
+    from fairseq_switch.data import vocab
+
+    from .helpers import fairseq_preprocess_in_process
+
     out = tmp_path_factory.mktemp("pretrain") / "bin"
-    cmd = [sys.executable, str(ROOT / "scripts" / "prepare_pretraining_data.py"), "--out", str(out),
-           "--vocab-size", "600", "--valid-words", "4000", "--test-words", "2000",
-           str(ROOT / "data" / "moby_dick" / "moby_dick.txt")]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out, res.stdout
+    argv = ["--out", str(out), "--vocab-size", "600", "--valid-words", "4000", "--test-words", "2000",
+            str(ROOT / "data" / "moby_dick" / "moby_dick.txt")]
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
+        mp.setattr(vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)
+        assert pretraining.main(argv) == 0
+    return out, stdout.getvalue()

@@ -1,5 +1,5 @@
 """Run fairseq's own Trainer on W gloo processes (or one) over fixed batches, for the expert-parallel
-tests and `scripts/check_expert_parallel.py`.
+tests.
 
 Each process builds the task, model, criterion and Trainer exactly as fairseq-train does, then
 runs `trainer.train_step` on its share of every global batch and saves, after each step, the loss,
@@ -108,7 +108,8 @@ def build_trainer(data_dir: str, world: int, rank: int, extra: Sequence[str] = (
         data_dir, "--user-dir", USER_DIR, "--task", "span_corruption", "--arch", "switch_tiny",
         "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
         "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-        "--moe-expert-count", "4", "--criterion", "switch_cross_entropy", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.5",
+        "--moe-expert-count", "4", "--criterion", "switch_cross_entropy", "--optimizer", "sgd", "--momentum", "0.9",
+        "--lr", "0.5",
         "--cpu", "--seed", "3", "--dropout", "0", "--moe-jitter-eps", "0", "--moe-capacity-factor", "8",
         "--moe-eval-capacity-factor", "8", "--moe-min-capacity", "64", "--clip-norm", "0.5",
         "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--input-length", "16", "--no-save",

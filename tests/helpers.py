@@ -8,7 +8,10 @@ from fairseq.data import Dictionary
 from fairseq.tasks.translation import TranslationTask
 
 import fairseq_switch
+from fairseq_switch.plugin import register
 
+# an earlier import of a light module of the package (logs, data.corpus, ...) left it unregistered
+register()
 USER_DIR = str(Path(fairseq_switch.__file__).parent)
 
 
@@ -43,17 +46,6 @@ def random_batch(d, bsz=3, src_len=7, tgt_len=5, seed=0):
         "target": tgt,
         "ntokens": int(tgt.ne(d.pad()).sum()),
     }
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fairseq_preprocess_in_process(args) -> str:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from fairseq_switch import file_io
+from fairseq_switch import checkpoints, file_io, reshard
 from fairseq_switch.checkpoints import (
     RECORD_KEY,
     check_dictionary,
@@ -27,7 +27,6 @@ from fairseq_switch.checkpoints import (
 )
 
 from . import ep_harness as H
-from .helpers import load_script
 
 
 class Killed(Exception):
@@ -156,7 +155,7 @@ def test_resume_reads_the_fallback_save_and_names_the_broken_file(trainer, first
 def _verify(folder):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = load_script("verify_checkpoint").main([str(folder)])
+        rc = checkpoints.main([str(folder)])
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -215,7 +214,8 @@ def test_an_unreadable_checkpoint_is_named_by_every_loader(first_save, tmp_path,
     bad = tmp_path / "checkpoint_9.pt"
     data = (first_save / "checkpoint_1_3.pt").read_bytes()
     bad.write_bytes(b"" if cut == "empty" else data[:5000])
-    why = "it is empty \\(0 bytes\\)" if cut == "empty" else "it is truncated or corrupt \\(5,000 bytes, not a complete torch file"
+    why = ("it is empty \\(0 bytes\\)" if cut == "empty"
+           else "it is truncated or corrupt \\(5,000 bytes, not a complete torch file")
     for load in (checkpoint_utils.load_checkpoint_to_cpu,  # resume, fine-tuning, fairseq-generate
                  lambda p: read_checkpoint(p, "--teacher-path")):  # distillation, student init
         with pytest.raises(ValueError, match=f"{bad} is not a readable checkpoint: {why}.*verify_checkpoint.py"):
@@ -280,7 +280,7 @@ def test_reshard_names_an_unreadable_input(first_save, tmp_path):
     bad.write_bytes((first_save / "checkpoint_1_3.pt").read_bytes()[:4000])
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = load_script("reshard_checkpoint").main([str(bad), str(tmp_path / "out.pt"), "--world-size", "1"])
+        rc = reshard.main([str(bad), str(tmp_path / "out.pt"), "--world-size", "1"])
     assert rc == 2 and err.getvalue().startswith(f"reshard_checkpoint: error: {bad} is not a readable checkpoint: it "
                                                  f"is truncated or corrupt (4,000 bytes")
     assert "Traceback" not in err.getvalue() and not (tmp_path / "out.pt").exists()

@@ -112,7 +112,9 @@ def test_distillation_configs_make_the_table6_rows(name, task):
     assert cfg.criterion.distill_weight == 0.25 and "SET_criterion.teacher_path" in cfg.criterion.teacher_path
 
 
-@pytest.mark.parametrize("base,group,arch", [("pretrain_tiny", "tiny", "switch_tiny"), ("pretrain_base", "base", "switch_base")])
+@pytest.mark.parametrize(
+    "base,group,arch", [("pretrain_tiny", "tiny", "switch_tiny"), ("pretrain_base", "base", "switch_base")]
+)
 def test_multilingual_group_turns_a_pretraining_config_multilingual(base, group, arch):
     from fairseq_switch.tasks.multilingual_span_corruption import MultilingualSpanCorruptionConfig
 

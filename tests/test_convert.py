@@ -19,7 +19,6 @@ from fairseq_switch.convert import fairseq_to_transformers, transformers_to_fair
 from fairseq_switch.convert.mapping import (fairseq_symbols, hf_sparse_ids, moe_freq_for, num_sparse_for,
                                             t5_layout_sparse_ids)
 
-from .helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_IDS = 4
@@ -513,7 +512,8 @@ def test_bad_fairseq_checkpoints_fail_with_one_clear_line(hf, fs, tmp_path):
 
 
 def test_cli_reports_errors_in_one_line_and_exit_2(hf, tmp_path, capsys):
-    cli = load_script("convert_checkpoint")
+    from fairseq_switch.convert import cli
+
     assert cli.main(["to-fairseq", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("convert_checkpoint: error: ") and err.count("\n") == 1 and "missing is not a folder" in err

@@ -1,4 +1,5 @@
-"""Tests of scripts/prepare_demo_data.py (the Moby-Dick next-sentence demo data set).
+"""Tests of scripts/prepare_demo_data.py, fairseq_switch/corpora/prepare/demo.py (the Moby-Dick next-sentence demo
+data set).
 
 The corpus (data/moby_dick/moby_dick.txt) is committed, so nothing here needs the network.
 """
@@ -11,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from fairseq_switch.corpora.prepare.demo import read_paragraphs, split_demo_pairs
+from fairseq_switch.corpora.prepare.sentences import build_pairs, make_pairs, split_sentences
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "prepare_demo_data.py"
 TEXT = REPO / "data" / "moby_dick" / "moby_dick.txt"
-
-
-prep = load_script("prepare_demo_data")
 
 
 def _run(*args, timeout=300):
@@ -46,30 +45,30 @@ EXPECTED_SENTENCES = [
 
 
 def test_split_sentences_exact():
-    assert prep.split_sentences(PARAGRAPH) == EXPECTED_SENTENCES
+    assert split_sentences(PARAGRAPH) == EXPECTED_SENTENCES
 
 
 def test_split_sentences_edge_cases():
-    assert prep.split_sentences("") == []
-    assert prep.split_sentences("   ") == []
-    assert prep.split_sentences("No end mark") == ["No end mark"]
-    assert prep.split_sentences("One. two. Three.") == ["One. two.", "Three."]
-    assert prep.split_sentences("Capt. Ahab spoke. Done.") == ["Capt. Ahab spoke.", "Done."]
+    assert split_sentences("") == []
+    assert split_sentences("   ") == []
+    assert split_sentences("No end mark") == ["No end mark"]
+    assert split_sentences("One. two. Three.") == ["One. two.", "Three."]
+    assert split_sentences("Capt. Ahab spoke. Done.") == ["Capt. Ahab spoke.", "Done."]
 
 
 def test_make_pairs_exact():
-    assert prep.make_pairs(EXPECTED_SENTENCES[:4]) == [
+    assert make_pairs(EXPECTED_SENTENCES[:4]) == [
         ("Call me Ishmael.", "Some years ago—never mind how long—I went to sea!"),
         ("Some years ago—never mind how long—I went to sea!", '"Is it Mr. Starbuck?" asked he.'),
         ('"Is it Mr. Starbuck?" asked he.', '"Aye," said I.'),
     ]
-    assert prep.make_pairs(["Only one."]) == []
-    assert prep.make_pairs([]) == []
+    assert make_pairs(["Only one."]) == []
+    assert make_pairs([]) == []
 
 
 def test_build_pairs_stays_within_paragraphs_and_dedups():
     paragraphs = ["A one. B two.", "C three.", "A one. B two. D four."]
-    sentences, pairs, duplicates = prep.build_pairs(paragraphs)
+    sentences, pairs, duplicates = build_pairs(paragraphs)
     assert sentences == [["A one.", "B two."], ["C three."], ["A one.", "B two.", "D four."]]
     # no pair crosses a paragraph boundary ("B two." -> "C three."), the repeat is removed
     assert pairs == [("A one.", "B two."), ("B two.", "D four.")]
@@ -78,23 +77,21 @@ def test_build_pairs_stays_within_paragraphs_and_dedups():
 
 def test_split_pairs_deterministic_and_disjoint():
     pairs = [(f"s{i}", f"t{i}") for i in range(100)]
-    a = prep.split_pairs(pairs, 10, 5, seed=3)
-    b = prep.split_pairs(pairs, 10, 5, seed=3)
+    a = split_demo_pairs(pairs, 10, 5, seed=3)
+    b = split_demo_pairs(pairs, 10, 5, seed=3)
     assert a == b
     assert [len(a[s]) for s in ("train", "valid", "test")] == [85, 10, 5]
     assert sorted(a["train"] + a["valid"] + a["test"]) == sorted(pairs)
-    assert prep.split_pairs(pairs, 10, 5, seed=4) != a
-    capped = prep.split_pairs(pairs, 10, 5, seed=3, limit_train=7)
+    assert split_demo_pairs(pairs, 10, 5, seed=4) != a
+    capped = split_demo_pairs(pairs, 10, 5, seed=3, limit_train=7)
     assert capped["train"] == a["train"][:7] and capped["valid"] == a["valid"]
     with pytest.raises(SystemExit):
-        prep.split_pairs(pairs[:10], 5, 5, seed=1)
+        split_demo_pairs(pairs[:10], 5, 5, seed=1)
 
 
-def test_script_does_not_import_torch():
-    code = ("import importlib.util, sys; "
-            f"s = importlib.util.spec_from_file_location('p', {str(SCRIPT)!r}); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "m.split_sentences('A. B.'); print('torch' in sys.modules)")
+def test_preparation_does_not_import_torch():
+    code = ("import sys; from fairseq_switch.corpora.prepare import demo; "
+            "demo.split_demo_pairs([('A.', 'B.')] * 3, 1, 1, seed=1); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -166,8 +163,8 @@ def test_end_to_end_outputs(built):
 def test_end_to_end_reported_counts(built):
     out, proc = built
     stats = json.loads((out / "demo_data.json").read_text())["stats"]
-    paragraphs = prep.read_paragraphs(TEXT)
-    sentences, pairs, duplicates = prep.build_pairs(paragraphs)
+    paragraphs = read_paragraphs(TEXT)
+    sentences, pairs, duplicates = build_pairs(paragraphs)
     stdout = proc.stdout
     assert _count(r"paragraphs: (\d+)", stdout) == stats["paragraphs"] == len(paragraphs)
     assert _count(r"sentences: (\d+)", stdout) == stats["sentences"] == sum(map(len, sentences))

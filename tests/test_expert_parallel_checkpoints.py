@@ -1,5 +1,5 @@
-"""Expert-sharded checkpoints (SPEC §4): each rank saves its experts, a save reshards to any rank count
-(on load or with scripts/reshard_checkpoint.py, optimizer state included), and a resumed run takes
+"""Expert-sharded checkpoints (Fedus et al. 2021, Sec. 5): each rank saves its experts, a save reshards to any rank
+count (on load or with scripts/reshard_checkpoint.py, optimizer state included), and a resumed run takes
 exactly the steps of an uninterrupted one.
 
 One global batch sequence drives every run: 4 ranks get [1, 2, 2, 3] examples per step, 2 ranks the
@@ -31,8 +31,9 @@ from fairseq_switch.checkpoints import (
     shard_path,
 )
 
+from fairseq_switch import reshard as reshard_cli
+
 from . import ep_harness as H
-from .helpers import load_script
 from .test_expert_parallel_training import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def reshard(src, dst, world, *extra, subprocess_run=False):
                               capture_output=True, text=True, cwd=ROOT)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = load_script("reshard_checkpoint").main(argv)
+        rc = reshard_cli.main(argv)
     return subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue())
 
 
@@ -179,8 +180,12 @@ def test_replicated_experts_are_saved_once(tmp_path, data_dir):
 
     ckpt = tmp_path / "ck" / "checkpoint.pt"
     steps = H.global_batches(2, [1, 2, 2, 3], seed=6)
-    merged = H.merge_ranks(H.run(4, data_dir, steps, str(tmp_path / "r"), ["--moe-expert-count", "2"], save_to=str(ckpt)))
-    assert sorted(os.listdir(ckpt.parent)) == ["checkpoint-experts-rank1.pt", "checkpoint.manifest.json", "checkpoint.pt"]
+    merged = H.merge_ranks(
+        H.run(4, data_dir, steps, str(tmp_path / "r"), ["--moe-expert-count", "2"], save_to=str(ckpt))
+    )
+    assert sorted(os.listdir(ckpt.parent)) == [
+        "checkpoint-experts-rank1.pt", "checkpoint.manifest.json", "checkpoint.pt"
+    ]
     models, _cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
     got = dict(models[0].named_parameters())
     assert got.keys() == merged[-1]["params"].keys()
@@ -200,7 +205,8 @@ def test_interrupted_or_incomplete_saves_do_not_load(runs, round_trip, tmp_path)
     with pytest.raises(ValueError, match=r"checkpoint-experts-rank1.pt belongs to a different save .* interrupted"):
         SavedCheckpoint(str(main), state())
     os.remove(shard_path(str(main), 1))
-    with pytest.raises(FileNotFoundError, match=r"checkpoint-experts-rank1.pt is missing: .* saved by 2 expert-parallel"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"checkpoint-experts-rank1.pt is missing: .* saved by 2 expert-parallel"):
         SavedCheckpoint(str(main), state())
     # a rank that needs only rank 0's experts does not read (or need) the other file
     assert sorted(SavedCheckpoint(str(main), state(), expert_ids=[0, 1]).experts)[0].startswith("decoder")
@@ -208,10 +214,13 @@ def test_interrupted_or_incomplete_saves_do_not_load(runs, round_trip, tmp_path)
 
 def test_loading_a_different_expert_layout_fails_clearly(runs, data_dir):
     ckpt = str(runs["tmp"] / "w2" / "checkpoint.pt")
-    for extra, what in ((["--moe-expert-count", "8"], r"it has 4 experts in 2 Switch layers .* this model has 8 experts"),
-                        (["--moe-freq", "1"], r".*--moe-expert-count 4 --moe-freq 2\), this model has 4 experts in 4 Switch layers")):
+    for extra, what in (
+        (["--moe-expert-count", "8"], r"it has 4 experts in 2 Switch layers .* this model has 8 experts"),
+        (["--moe-freq", "1"], r".*--moe-expert-count 4 --moe-freq 2\), this model has 4 experts in 4 Switch layers"),
+    ):
         trainer = H.build_trainer(data_dir, 1, 0, extra)
-        with pytest.raises(ValueError, match=r"different expert layout: " + what + r".*--moe-expert-count and --moe-freq"):
+        with pytest.raises(ValueError,
+                           match=r"different expert layout: " + what + r".*--moe-expert-count and --moe-freq"):
             trainer.load_checkpoint(ckpt)
 
 
@@ -276,7 +285,8 @@ def test_broken_and_swapped_expert_shards_are_named(runs, tmp_path):
     assert sorted({k.split(".experts.")[1].split(".")[0] for k in whole.experts}) == ["0", "1", "2", "3"]
     one.write_bytes(a[:3000])
     two.write_bytes(b"")
-    assert "checkpoint-experts-rank1.pt is not a readable expert shard: it is truncated" in inspect_save(str(main)).problem
+    problem = inspect_save(str(main)).problem
+    assert "checkpoint-experts-rank1.pt is not a readable expert shard: it is truncated" in problem
     with pytest.raises(ValueError, match=r"checkpoint-experts-rank2.pt is not a readable expert shard: it is empty"):
         SavedCheckpoint(str(main), state(), [2])
 
@@ -359,7 +369,8 @@ def test_unnamed_optimizer_state_is_not_resharded_silently():
     assert saved.state_for(plan_layout(2, 1, 0))["last_optimizer_state"] is opt  # same layout: as is
     rank1 = saved.state_for(plan_layout(2, 2, 1), optimizer=False)  # --reset-optimizer: weights only
     assert sorted(rank1["model"]) == ["emb", "l.fc1.experts.0.w"] and float(rank1["model"]["l.fc1.experts.0.w"][0]) == 1
-    with pytest.raises(ValueError, match=r"old.pt is not tied to parameter names .* cannot be cut for 2 ranks.*--reset-optimizer"):
+    with pytest.raises(ValueError,
+                       match=r"old.pt is not tied to parameter names .* cannot be cut for 2 ranks.*--reset-optimizer"):
         saved.state_for(plan_layout(2, 2, 1))
     # its Switch layers are read from the keys (sorted): the model's own order must still match
     two = SavedCheckpoint("old2.pt", {"model": {"encoder.l.fc1.experts.0.w": torch.zeros(1),

@@ -1,8 +1,8 @@
 """Expert-parallel training through fairseq's own Trainer equals one process holding every expert.
 
 The central test of expert parallelism (Fedus et al. 2021, Sec. 5): W gloo processes, each with its
-share of a global batch and its share of the experts, take the same optimizer steps as one process with the whole batch: same
-loss, same gradient norm, same gradients, same updated parameters.
+share of a global batch and its share of the experts, take the same optimizer steps as one process with the whole
+batch: same loss, same gradient norm, same gradients, same updated parameters.
 """
 
 import argparse
@@ -79,8 +79,9 @@ def test_expert_count_must_divide_ranks():
 
 
 def _args(**kw):
-    base = dict(moe_expert_count=4, ddp_backend="c10d", no_save=True, fp16=False, bf16=False, memory_efficient_fp16=False,
-                memory_efficient_bf16=False, fp16_no_flatten_grads=False, encoder_layerdrop=0, decoder_layerdrop=0)
+    base = dict(moe_expert_count=4, ddp_backend="c10d", no_save=True, fp16=False, bf16=False,
+                memory_efficient_fp16=False, memory_efficient_bf16=False, fp16_no_flatten_grads=False,
+                encoder_layerdrop=0, decoder_layerdrop=0)
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -1,13 +1,57 @@
-"""The stack fixes applied on import: checkpoint loading under weights_only, complete batching."""
+"""The stack fixes (fairseq_switch.compat): each patch's target as it was written for, the fairseq version
+check, idempotence; and what the fixes do: checkpoint loading under weights_only, complete batching, one-line
+errors."""
 
 import argparse
 
 import numpy as np
 import pytest
 import torch
-
-import fairseq_switch  # noqa: F401  (applies the fixes)
 from fairseq.data import data_utils
+
+from fairseq_switch import cli_errors, compat
+from fairseq_switch.plugin import register
+
+register()  # what importing the package does under --user-dir (fairseq imported first)
+
+
+@pytest.mark.parametrize("patch", compat.PATCHES, ids=lambda p: p.name)
+def test_each_patch_finds_what_it_was_written_for(patch):
+    """A stack upgrade that changes a patched function's parameters fails here, not silently in a run."""
+    original = compat.original(patch.name)
+    assert compat.signature_matches(patch, original), (
+        f"{patch.target} now has the signature {compat.signature_of(original, patch.checked)}, the patch was "
+        f"written for {patch.signature}: check the patch ({patch.why})")
+    if patch.assign:
+        assert patch.current() is not original  # installed
+    assert patch.replaces and patch.why
+
+
+def test_apply_is_idempotent():
+    installed = {p.name: p.current() for p in compat.PATCHES}
+    originals = {p.name: compat.original(p.name) for p in compat.PATCHES}
+    compat.apply()
+    register()
+    assert {p.name: p.current() for p in compat.PATCHES} == installed  # nothing wrapped twice
+    assert {p.name: compat.original(p.name) for p in compat.PATCHES} == originals
+
+
+def test_a_fairseq_the_fixes_were_not_written_for_is_refused_in_one_line(monkeypatch, capsys):
+    import fairseq
+
+    compat.check_fairseq_version()  # the installed, pinned one
+    monkeypatch.setattr(fairseq, "__version__", "0.12.2")
+    compat.check_fairseq_version()  # any 0.12.x
+    monkeypatch.setattr(fairseq, "__version__", "0.13.0")
+    with pytest.raises(cli_errors.UnsupportedStack) as refused:
+        compat.apply()
+    msg = str(refused.value)
+    assert "\n" not in msg and msg.startswith("fairseq 0.13.0 is installed, but fairseq-switch's fixes")
+    assert "`bash scripts/install.sh`" in msg and "fairseq-fixed==0.12.3.1" in msg
+    # on the command line: that line, no traceback
+    hook = cli_errors.one_line_errors(lambda *exc: pytest.fail("handed to the default hook"))
+    hook(type(refused.value), refused.value, refused.value.__traceback__)
+    assert capsys.readouterr().err.startswith(f"fairseq-switch: error: {msg}\n")
 
 
 @pytest.mark.parametrize(
@@ -65,15 +109,22 @@ def test_plugin_input_errors_print_as_one_line_not_a_traceback():
     import subprocess
     import sys
 
+    import fairseq_switch
+
     def run(code, **env):
-        return subprocess.run([sys.executable, "-c", "import fairseq_switch\n" + code], capture_output=True,
-                              text=True, env={**os.environ, **env}, timeout=120)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=120)
 
     ours = "from fairseq_switch.distributed import check_expert_count\ncheck_expert_count(3, 2)"
-    res = run(ours)
-    assert res.returncode == 1 and "Traceback" not in res.stderr
+    # the package imported before fairseq (an analysis module first): fairseq's --user-dir still registers it
+    user_dir = os.path.dirname(fairseq_switch.__file__)
+    res = run(f"import fairseq_switch.logs, argparse, fairseq.utils\n"
+              f"fairseq.utils.import_user_module(argparse.Namespace(user_dir={user_dir!r}))\n"
+              f"from fairseq.models import ARCH_MODEL_REGISTRY\nassert 'switch_tiny' in ARCH_MODEL_REGISTRY\n{ours}")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "fairseq-switch: error: --moe-expert-count 3 does not divide across 2 ranks" in res.stderr
-    res = run(ours, FAIRSEQ_SWITCH_TRACEBACK="1")
+    registered = "import fairseq\nimport fairseq_switch\n"  # as under --user-dir: fairseq first
+    res = run(registered + ours, FAIRSEQ_SWITCH_TRACEBACK="1")
     assert res.returncode == 1 and "Traceback" in res.stderr and "check_expert_count" in res.stderr
-    res = run("int('x')")  # not raised by the plugin: Python's usual report
+    res = run(registered + "int('x')")  # not raised by the plugin: Python's usual report
     assert res.returncode == 1 and "Traceback" in res.stderr and "fairseq-switch: error" not in res.stderr

@@ -104,11 +104,13 @@ def test_criterion_reduce_metrics_pools_workers():
 
     logs = [
         {"loss": 4.0, "ce_loss": 3.0, "nll_loss": 3.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
-         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.2), "moe_z": torch.tensor(3.0),
+         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.2),
+         "moe_z": torch.tensor(3.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(1.0), "moe_entropy": torch.tensor(2.0),
          "moe_counts_0": torch.tensor([3.0, 1.0])},
         {"loss": 2.0, "ce_loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
-         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.0), "moe_z": torch.tensor(1.0),
+         "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.0),
+         "moe_z": torch.tensor(1.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0), "moe_entropy": torch.tensor(2.0),
          "moe_counts_0": torch.tensor([3.0, 1.0])},
     ]
@@ -168,7 +170,9 @@ def test_bf16_model_keeps_router_in_fp32():
     assert all(r.gate.dtype == torch.float32 and torch.isfinite(r.balance_loss) for r in extra["moe_routing"])
 
 
-@pytest.mark.parametrize("extra", [["--checkpoint-activations"], ["--encoder-layerdrop", "1.0", "--decoder-layerdrop", "1.0"]])
+@pytest.mark.parametrize(
+    "extra", [["--checkpoint-activations"], ["--encoder-layerdrop", "1.0", "--decoder-layerdrop", "1.0"]]
+)
 def test_other_fairseq_options_keep_working(extra):
     args, task, model = build("switch_tiny", extra)
     crit = task.build_criterion(args)

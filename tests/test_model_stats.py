@@ -1,20 +1,15 @@
-"""scripts/model_stats.py: parameter counts (paper Table 9), active parameters and FLOPs per token."""
+"""fairseq_switch/reports/model_stats.py (scripts/model_stats.py): parameter counts (paper Table 9),
+active parameters and FLOPs per token."""
 
 import functools
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import load_script
+from fairseq_switch.reports import model_stats as ms
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)  # fairscale's torch.cuda.amp deprecations
-    ms = load_script("model_stats")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,5 @@
-"""Tests of scripts/fetch_multilingual_corpus.py and the bundled sample in data/multilingual/.
+"""Tests of fairseq_switch/corpora/multilingual.py (scripts/fetch_multilingual_corpus.py) and the bundled
+sample in data/multilingual/.
 
 No network: the extraction runs on a hand-written help page and a tiny .deb built here;
 the committed sample is checked as it is.
@@ -6,32 +7,20 @@ the committed sample is checked as it is.
 
 import collections
 import hashlib
-import importlib.util
 import io
 import json
 import re
-import sys
 import tarfile
 import unicodedata
 from pathlib import Path
 
 import pytest
 
+from fairseq_switch.corpora import downloads, help_packages, help_pages, multilingual
+
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "fetch_multilingual_corpus.py"
 DATA = REPO / "data" / "multilingual"
 MIN_BYTES, MAX_BYTES, MAX_TOTAL = 150_000, 250_000, 3_000_000
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("fetch_multilingual_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fmc = _load_script()
 
 
 # ------------------------------------------------------------------ text extraction
@@ -72,7 +61,7 @@ Hilfe.</p></td></tr></table>
 <footer><div id="DEBUG" class="debug"><h3 class="bug">Help content debug info:</h3>
 <p>This page is: /text/shared/optionen/java.xhp</p></div></footer>
 </body></html>
-"""
+"""  # noqa: E501 (help-page markup as the corpus has it, unwrapped)
 
 # Checked by hand against PAGE: body only; no header/side bar/footer, no howto label, no
 # MAC or WIN variant, no code, no related-topics links; cells and list items are paragraphs.
@@ -91,7 +80,7 @@ PAGE_PARAGRAPHS = [
 
 def test_extract_paragraphs_hand_checked():
     dropped = collections.Counter()
-    assert fmc.extract_paragraphs(PAGE, dropped) == PAGE_PARAGRAPHS
+    assert help_pages.extract_paragraphs(PAGE, dropped) == PAGE_PARAGRAPHS
     # "123 %" has no letter; the decoded "<instdir>" reads like a tag
     assert dropped == {"no_letters": 1, "markup_like": 1}
     assert all(unicodedata.is_normalized("NFC", p) for p in PAGE_PARAGRAPHS)
@@ -101,7 +90,7 @@ def test_extract_paragraphs_without_display_area_reads_the_body():
     html = ("<html><head><title>T</title></head><body><p>Hallo <b>Welt</b></p>"
             "<div>Zwei<span hidden id='WIN_1'> nie</span></div><p>&amp;amp; weg</p></body></html>")
     dropped = collections.Counter()
-    assert fmc.extract_paragraphs(html, dropped) == ["Hallo Welt", "Zwei"]
+    assert help_pages.extract_paragraphs(html, dropped) == ["Hallo Welt", "Zwei"]
     assert dropped == {"markup_like": 1}  # "&amp; weg": an entity left after decoding
 
 
@@ -112,7 +101,7 @@ def test_extract_paragraphs_without_display_area_reads_the_body():
     ("x &#160; y", "markup_like"),
 ])
 def test_paragraph_drop_reason(text, reason):
-    assert fmc.paragraph_drop_reason(text) == reason
+    assert help_pages.paragraph_drop_reason(text) == reason
 
 
 def test_build_documents_drops_untranslated_duplicates_and_empty_pages():
@@ -120,28 +109,28 @@ def test_build_documents_drops_untranslated_duplicates_and_empty_pages():
              "text/b.html": ["Titel B", "Gemeinsam"],
              "text/c.html": ["OK"]}
     # page order = SHA-1 of the path: b (1d92...), a (5e74...), c (6308...)
-    assert sorted(pages, key=fmc.page_order_key) == ["text/b.html", "text/a.html", "text/c.html"]
-    docs, dropped = fmc.build_documents(pages, reference={"OK"})
+    assert sorted(pages, key=help_pages.page_order_key) == ["text/b.html", "text/a.html", "text/c.html"]
+    docs, dropped = help_pages.build_documents(pages, reference={"OK"})
     assert docs == [("text/b.html", ["Titel B", "Gemeinsam"]), ("text/a.html", ["Titel A"])]
     assert dropped == {"untranslated": 2, "duplicate": 1, "empty_page": 1}
     # English itself (no reference): "OK" is kept once, in a; c is then empty
-    docs, dropped = fmc.build_documents(pages, reference=None)
+    docs, dropped = help_pages.build_documents(pages, reference=None)
     assert docs == [("text/b.html", ["Titel B", "Gemeinsam"]), ("text/a.html", ["Titel A", "OK"])]
     assert dropped == {"duplicate": 2, "empty_page": 1}
 
 
 def test_render_documents_whole_documents_only():
     docs = [("a", ["x", "y"]), ("b", ["zz"])]
-    assert fmc.render_documents(docs) == (b"x\ny\n\nzz\n", 2)
-    assert fmc.render_documents(docs, 8) == (b"x\ny\n\nzz\n", 2)
-    assert fmc.render_documents(docs, 7) == (b"x\ny\n", 1)
-    assert fmc.render_documents(docs, 3) == (b"", 0)
+    assert help_pages.render_documents(docs) == (b"x\ny\n\nzz\n", 2)
+    assert help_pages.render_documents(docs, 8) == (b"x\ny\n\nzz\n", 2)
+    assert help_pages.render_documents(docs, 7) == (b"x\ny\n", 1)
+    assert help_pages.render_documents(docs, 3) == (b"", 0)
 
 
 def test_parse_languages():
-    assert fmc.parse_languages("de, FR,zh-CN,de") == ["de", "fr", "zh-cn"]
+    assert multilingual.parse_languages("de, FR,zh-CN,de") == ["de", "fr", "zh-cn"]
     with pytest.raises(Exception):
-        fmc.parse_languages("de,fr!")
+        multilingual.parse_languages("de,fr!")
 
 
 # ------------------------------------------------------------------ .deb reading
@@ -177,21 +166,21 @@ def test_deb_help_pages_and_version(tmp_path):
             "./usr/share/doc/libreoffice-help-zh-cn/copyright": b"MPL-2.0",
         }),
     }))
-    pages = fmc.deb_help_pages(deb, "zh-cn")
+    pages = help_packages.deb_help_pages(deb, "zh-cn")
     assert pages == {"text/shared/main.html": page}
-    assert fmc.extract_paragraphs(pages["text/shared/main.html"]) == ["你好，世界。"]
-    assert fmc.deb_version(deb) == "4:7.4.7-1+deb12u14"
-    with pytest.raises(fmc.SourceError, match="no usr/share/libreoffice/help/ja"):
-        fmc.deb_help_pages(deb, "ja")
+    assert help_pages.extract_paragraphs(pages["text/shared/main.html"]) == ["你好，世界。"]
+    assert help_packages.deb_version(deb) == "4:7.4.7-1+deb12u14"
+    with pytest.raises(downloads.SourceError, match="no usr/share/libreoffice/help/ja"):
+        help_packages.deb_help_pages(deb, "ja")
     # a download cut off in the middle is reported with the fix, not a traceback
     cut = tmp_path / "libreoffice-help-zh-cn_1_all.deb"
     cut.write_bytes(deb.read_bytes()[:-200])
-    with pytest.raises(fmc.SourceError, match="damaged.*delete it"):
-        fmc.deb_help_pages(cut, "zh-cn")
+    with pytest.raises(downloads.SourceError, match="damaged.*delete it"):
+        help_packages.deb_help_pages(cut, "zh-cn")
     notdeb = tmp_path / "x_1_all.deb"
     notdeb.write_bytes(b"<html>404</html>")
-    with pytest.raises(fmc.SourceError, match="not a .deb"):
-        fmc.deb_help_pages(notdeb, "zh-cn")
+    with pytest.raises(downloads.SourceError, match="not a .deb"):
+        help_packages.deb_help_pages(notdeb, "zh-cn")
 
 
 # ------------------------------------------------------------------ bundled sample

@@ -1,4 +1,5 @@
-"""scripts/multilingual_report.py on synthetic validation logs: per-language numbers by hand, outputs, errors."""
+"""fairseq_switch/reports/multilingual.py (scripts/multilingual_report.py) on synthetic validation logs:
+per-language numbers by hand, outputs, errors."""
 
 import json
 import re
@@ -8,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from fairseq_switch.reports import multilingual as mr
 
 ROOT = Path(__file__).resolve().parents[1]
-mr = load_script("multilingual_report")
 
 T = "[2026-01-01 00:00:00,000]"
 UPDATES = [50, 100, 200, 300]
@@ -82,7 +82,7 @@ def runs(tmp_path):
 def test_hand_computed_values(runs, tmp_path, capsys):
     dense, switch = runs
     out = tmp_path / "out"
-    s = mr.main(["--dense", str(dense), "--switch", str(switch), "--out", str(out), "--title", "ml test"])
+    s = mr.make_report(["--dense", str(dense), "--switch", str(switch), "--out", str(out), "--title", "ml test"])
     rows = {r["language"]: r for r in s["languages"]}
     # sorted by dense final quality, best first (ties by code)
     assert [r["language"] for r in s["languages"]] == ["de", "fi", "ko", "zh-cn", "ja"]
@@ -165,7 +165,7 @@ def test_best_metric_key_and_overall_from_nll_loss(tmp_path):
     extra = {"valid_best_neg_log_perplexity": "-1.0"}
     d = write_log(tmp_path / "d.log", UPDATES, {"de": CURVES["de"][0]}, extra={**extra, "valid_nll_loss": "8"})
     w = write_log(tmp_path / "w.log", UPDATES, {"de": CURVES["de"][1]}, extra={**extra, "valid_nll_loss": "4"})
-    s = mr.main(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o"), "--json"])
+    s = mr.make_report(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o"), "--json"])
     assert [r["language"] for r in s["languages"]] == ["de"]
     assert s["overall"]["dense_final"] == pytest.approx(-8 * 0.6931471805599453)
     assert s["overall"]["updates_to_reach"] == 50  # flat curves: the Switch run is there at once
@@ -177,7 +177,7 @@ def test_language_sets_differ_compare_common(tmp_path, capsys):
     w_langs["sw"] = [-7.0, -6.0, -5.0, -4.0]
     d = make_job(tmp_path / "d", UPDATES, d_langs, OVERALL[0])
     w = make_job(tmp_path / "w", UPDATES, w_langs, OVERALL[1])
-    s = mr.main(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
+    s = mr.make_report(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
     assert s["only_dense"] == ["ko"] and s["only_switch"] == ["sw"]
     assert s["compared_languages"] == 4 and "ko" not in {r["language"] for r in s["languages"]}
     assert s["at_least_4x"] == 2 and s["share_at_least_4x"] == pytest.approx(0.5)
@@ -201,7 +201,7 @@ def test_different_final_updates_warn_and_use_dense_final(tmp_path, capsys):
     # dense stops at 200 (de final -5); Switch runs on to 300 and crosses -5 at 150 -> 200 / 150
     d = make_job(tmp_path / "d", UPDATES[:3], {"de": CURVES["de"][0][:3]}, OVERALL[0][:3])
     w = make_job(tmp_path / "w", UPDATES, {"de": CURVES["de"][1]}, OVERALL[1])
-    s = mr.main(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
+    s = mr.make_report(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
     de = s["languages"][0]
     assert de["dense_updates"] == 200 and de["updates_to_reach"] == pytest.approx(150)
     assert de["step_speedup"] == pytest.approx(4 / 3)
@@ -212,7 +212,7 @@ def test_different_final_updates_warn_and_use_dense_final(tmp_path, capsys):
 def test_missing_overall_warns(tmp_path, capsys):
     d = make_job(tmp_path / "d", UPDATES, side(0), None)
     w = make_job(tmp_path / "w", UPDATES, side(1), OVERALL[1])
-    s = mr.main(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
+    s = mr.make_report(["--dense", str(d), "--switch", str(w), "--out", str(tmp_path / "o")])
     assert s["overall"] is None
     assert "overall row omitted" in capsys.readouterr().err
     assert "**all languages**" not in (tmp_path / "o" / "report.md").read_text()

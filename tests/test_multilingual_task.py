@@ -1,4 +1,4 @@
-"""Multilingual span corruption (SPEC §8): language sampling, per-language validation, errors."""
+"""Multilingual span corruption (Fedus et al. 2021, Sec. 4.3): language sampling, per-language validation, errors."""
 
 import math
 import os

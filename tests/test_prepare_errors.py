@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_switch.corpora.prepare import demo, downstream
+from fairseq_switch.corpora.prepare import multilingual as multi
+from fairseq_switch.corpora.prepare import pretraining as pretrain
+from fairseq_switch.corpora.prepare.documents import spm_pieces
 from fairseq_switch.data import corpus, vocab
 from fairseq_switch.data.pairs import read_pairs
-from tests.helpers import fairseq_preprocess_in_process, load_script
+from tests.helpers import fairseq_preprocess_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = (ROOT / "data" / "moby_dick" / "moby_dick.txt").read_text(encoding="utf-8").splitlines()
@@ -21,11 +25,6 @@ BAD_OFFSET = BAD.index(b"\xff")  # 31: the second line's 16th byte
 FIX = ("convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --bad-utf8 replace (bad bytes become U+FFFD) "
        "or --bad-utf8 skip (drop the lines holding them)")
 TINY = ["--valid-words", "30", "--test-words", "30"]
-
-pretrain = load_script("prepare_pretraining_data")
-multi = load_script("prepare_multilingual_data")
-downstream = load_script("prepare_downstream_data")
-demo = load_script("prepare_demo_data")
 
 
 def one_line_error(capsys, main, argv) -> str:
@@ -56,8 +55,7 @@ def pretrained(tmp_path_factory) -> Path:
 @pytest.fixture
 def preprocess_in_process(monkeypatch):
     """fairseq-preprocess in this process (a subprocess spends seconds importing fairseq again)."""
-    monkeypatch.setattr(vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)  # prepare_pretraining_data
-    monkeypatch.setattr(multi.vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)  # its copy, by path
+    monkeypatch.setattr(vocab, "run_fairseq_preprocess", fairseq_preprocess_in_process)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def test_vocab_size_too_large_gives_the_largest_that_works(tmp_path, capsys):
     # the documents step stays done for the re-run, and the size offered does train on the same text
     assert "split" in json.loads((out / "prepare.json").read_text()) and not (out / "spm.model").exists()
     train_docs = (out / "raw" / "train.txt").read_text(encoding="utf-8").splitlines()
-    vocab.train_spm(pretrain.spm_pieces(train_docs, 2_000_000, 1), tmp_path / "check", largest, seed=1,
+    vocab.train_spm(spm_pieces(train_docs, 2_000_000, 1), tmp_path / "check", largest, seed=1,
                     user_defined_symbols=[f"<extra_id_{i}>" for i in range(100)], byte_fallback=True)
 
 

@@ -1,4 +1,5 @@
-"""scripts/prepare_multilingual_data.py: one shared SentencePiece vocabulary, per-language binarized splits.
+"""scripts/prepare_multilingual_data.py (fairseq_switch/corpora/prepare/multilingual.py): one shared SentencePiece
+vocabulary, per-language binarized splits.
 
 End to end on a small slice of the bundled data/multilingual (de, ja, ru: ~12,000 characters each),
 plus the temperature-sampling arithmetic and the input errors.
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from fairseq_switch.corpora.prepare.languages import find_languages, select_languages
+from fairseq_switch.corpora.prepare.mixture import piece_quotas, sample_pieces, sampling_shares
+from fairseq_switch.data.corpus import CorpusError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_multilingual_data.py"
@@ -22,8 +25,6 @@ SLICE_CHARS = 12_000
 LANGS = ["ru", "ja", "de"]  # --languages order (not alphabetical) is kept
 OPTIONS = ["--vocab-size", "956", "--valid-chars", "2000", "--test-chars", "2000", "--spm-sentences", "30",
            "--workers", "1"]
-
-pml = load_script("prepare_multilingual_data")
 
 
 def run(out, *inputs, extra=()):
@@ -86,7 +87,7 @@ def test_layout_counts_and_shares(prepared):
     summary = stamp["languages"]
     assert list(summary) == LANGS
     chars = {lang: summary[lang]["train"]["characters"] for lang in LANGS}
-    expected = pml.sampling_shares(chars, 0.3)
+    expected = sampling_shares(chars, 0.3)
     shares = {lang: summary[lang]["spm_sampling"]["share"] for lang in LANGS}
     assert sum(shares.values()) == pytest.approx(1, abs=1e-5)
     assert shares == pytest.approx(expected, abs=1e-6)
@@ -202,29 +203,29 @@ def test_empty_and_too_small_languages_are_named(slice_dir, tmp_path):
 
 def test_sampling_shares_hand_computed():
     # 100^0.3 = 3.98107, 10000^0.3 = 15.84893
-    shares = pml.sampling_shares({"small": 100, "large": 10_000}, 0.3)
+    shares = sampling_shares({"small": 100, "large": 10_000}, 0.3)
     assert shares == pytest.approx({"small": 3.98107 / 19.83000, "large": 15.84893 / 19.83000}, abs=1e-5)
     assert shares["small"] == pytest.approx(0.20076, abs=1e-5)
-    shares = pml.sampling_shares({"small": 100, "large": 10_000}, 1.0)  # proportional
+    shares = sampling_shares({"small": 100, "large": 10_000}, 1.0)  # proportional
     assert shares == pytest.approx({"small": 100 / 10_100, "large": 10_000 / 10_100})
-    uniform = pml.sampling_shares({"a": 7, "b": 70_000, "c": 3}, 0.0)
+    uniform = sampling_shares({"a": 7, "b": 70_000, "c": 3}, 0.0)
     assert uniform == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
     for alpha in (0.0, 0.3, 0.7, 1.0):
-        assert sum(pml.sampling_shares({"a": 5, "b": 50, "c": 123_456}, alpha).values()) == pytest.approx(1)
+        assert sum(sampling_shares({"a": 5, "b": 50, "c": 123_456}, alpha).values()) == pytest.approx(1)
     with pytest.raises(ValueError):
-        pml.sampling_shares({"a": 0, "b": 5}, 0.3)
+        sampling_shares({"a": 0, "b": 5}, 0.3)
 
 
 def test_piece_quotas_and_repetition():
-    shares = pml.sampling_shares({"small": 100, "large": 10_000}, 0.3)
-    assert pml.piece_quotas(shares, 10) == {"small": 2, "large": 8}
-    assert pml.piece_quotas(shares, 1000) == {"small": 201, "large": 799}
-    assert pml.piece_quotas({"a": 0.001, "b": 0.999}, 10) == {"a": 1, "b": 10}  # every language is seen
+    shares = sampling_shares({"small": 100, "large": 10_000}, 0.3)
+    assert piece_quotas(shares, 10) == {"small": 2, "large": 8}
+    assert piece_quotas(shares, 1000) == {"small": 201, "large": 799}
+    assert piece_quotas({"a": 0.001, "b": 0.999}, 10) == {"a": 1, "b": 10}  # every language is seen
     import random
 
-    sample = pml.sample_pieces(["p", "q", "r"], 8, random.Random(1))
+    sample = sample_pieces(["p", "q", "r"], 8, random.Random(1))
     assert len(sample) == 8 and all(sample.count(x) >= 2 for x in "pqr")
-    sample = pml.sample_pieces(list("abcdef"), 3, random.Random(1))  # fewer than it has: no repeats
+    sample = sample_pieces(list("abcdef"), 3, random.Random(1))  # fewer than it has: no repeats
     assert len(sample) == len(set(sample)) == 3
 
 
@@ -242,15 +243,15 @@ def test_find_languages_from_files_and_subfolders(tmp_path):
         (nested / lang).mkdir(parents=True)
         for name in names:
             (nested / lang / name).write_text("texte\n")
-    found = pml.find_languages([flat, nested])
+    found = find_languages([flat, nested])
     assert list(found) == ["de", "fr", "ja", "ru", "zh-cn"]
     assert [p.name for p in found["fr"]] == ["a.txt", "b.txt"]
     assert found["zh-cn"] == [flat / "zh-cn.txt.gz"]
-    assert list(pml.find_languages([flat / "de.txt"])) == ["de"]
-    assert list(pml.find_languages([BUNDLED])) == sorted(p.name[:-4] for p in BUNDLED.glob("*.txt"))
+    assert list(find_languages([flat / "de.txt"])) == ["de"]
+    assert list(find_languages([BUNDLED])) == sorted(p.name[:-4] for p in BUNDLED.glob("*.txt"))
     (nested / "el").mkdir()
-    with pytest.raises(pml.corpus.CorpusError, match="language 'el'.*no text files"):
-        pml.find_languages([nested])
-    assert pml.select_languages(found, " ru, de ,ru") == ["ru", "de"]
+    with pytest.raises(CorpusError, match="language 'el'.*no text files"):
+        find_languages([nested])
+    assert select_languages(found, " ru, de ,ru") == ["ru", "de"]
     with pytest.raises(SystemExit, match="unknown languages 'xx', 'yy'.*de, fr, ja, ru, zh-cn"):
-        pml.select_languages(found, "xx,de,yy")
+        select_languages(found, "xx,de,yy")

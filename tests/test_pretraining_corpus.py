@@ -1,4 +1,5 @@
-"""Tests of scripts/fetch_pretraining_corpus.py and the committed sample it produced.
+"""Tests of fairseq_switch/corpora/pretraining*.py (scripts/fetch_pretraining_corpus.py) and the committed
+sample it produced.
 
 Nothing here needs the network: the pure text functions are tested on hand-written
 snippets and the committed files under data/pretrain_sample/ are checked as they are.
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from fairseq_switch.corpora import pretraining
+from fairseq_switch.corpora import pretraining_sources as sources
+from fairseq_switch.corpora.text import normalize_paragraph
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "fetch_pretraining_corpus.py"
 SAMPLE_DIR = REPO / "data" / "pretrain_sample"
 SAMPLE_TEXTS = ["sotu.txt", "brown.txt"]
 MAX_FILE_BYTES = 1_000_000     # each sample file (built with --sample-mb 0.9)
@@ -23,9 +25,6 @@ MAX_TOTAL_BYTES = 2_000_000    # whole sample folder, README included
 BROWN_TAGS = ("at|nn|nns|np|nps|jj|jjr|jjs|in|vb|vbd|vbg|vbn|vbz|cc|cd|cs|rb|rbr|dt|dti|dts|"
               "pps|ppss|ppo|pp\\$|md|to|be|bez|bed|bedz|ben|hv|hvd|hvz|wdt|wps|nr|ql|od|abn|ap|nil")
 TAG_ARTEFACT = re.compile(rf"\S/(?:{BROWN_TAGS})(?:[-+*$][\w$*+-]*)?(?=\s|$)")
-
-
-fpc = load_script("fetch_pretraining_corpus")
 
 
 # ------------------------------------------------------------------ Brown tag removal
@@ -45,21 +44,21 @@ BROWN_EXPECTED = (
 
 
 def test_brown_tag_removal_and_detokenization():
-    assert fpc.brown_document(BROWN_SNIPPET) == BROWN_EXPECTED
+    assert sources.brown_document(BROWN_SNIPPET) == BROWN_EXPECTED
 
 
 def test_strip_tag_uses_last_slash():
-    assert fpc.strip_tag("1/2/cd") == "1/2"
-    assert fpc.strip_tag("Atlanta's/np$") == "Atlanta's"
-    assert fpc.strip_tag("//in") == "/"
+    assert sources.strip_tag("1/2/cd") == "1/2"
+    assert sources.strip_tag("Atlanta's/np$") == "Atlanta's"
+    assert sources.strip_tag("//in") == "/"
     with pytest.raises(ValueError):
-        fpc.strip_tag("untagged")
+        sources.strip_tag("untagged")
 
 
 def test_detokenize_spacing_rules():
-    assert fpc.detokenize(["(", "a", ")", "b", ";", "c", ":", "d", "?"]) == "(a) b; c: d?"
-    assert fpc.detokenize(["``", "Hi", "''", ",", "he", "said", "."]) == '"Hi", he said.'
-    assert fpc.detokenize(["etc.", ".", "Next"]) == "etc. Next"
+    assert sources.detokenize(["(", "a", ")", "b", ";", "c", ":", "d", "?"]) == "(a) b; c: d?"
+    assert sources.detokenize(["``", "Hi", "''", ",", "he", "said", "."]) == '"Hi", he said.'
+    assert sources.detokenize(["etc.", ".", "Next"]) == "etc. Next"
 
 
 def test_tag_artefact_pattern():
@@ -71,19 +70,19 @@ def test_tag_artefact_pattern():
 # ------------------------------------------------------------------ sampling helpers
 
 def _docs(sizes, genres=None):
-    return [fpc.Doc(f"d{i}", "x" * (n - 1), {"genre": (genres or "a" * len(sizes))[i]})
+    return [sources.Doc(f"d{i}", "x" * (n - 1), {"genre": (genres or "a" * len(sizes))[i]})
             for i, n in enumerate(sizes)]
 
 
 def test_sample_every_kth_picks_smallest_step():
     docs = _docs([10] * 10)
-    sub, k = fpc.sample_every_kth(docs, 40)
+    sub, k = pretraining.sample_every_kth(docs, 40)
     assert k == 3 and [d.id for d in sub] == ["d0", "d3", "d6", "d9"]
 
 
 def test_sample_round_robin_covers_genres():
     docs = _docs([10] * 6, genres="aaabbc")
-    sub = fpc.sample_round_robin(docs, 40)
+    sub = pretraining.sample_round_robin(docs, 40)
     assert [d.id for d in sub] == ["d0", "d1", "d3", "d5"]
 
 
@@ -102,7 +101,7 @@ def test_committed_sample_file(name):
     for i, line in enumerate(lines):
         assert line, f"{name}: empty line {i + 1}"
         # one document per line: normalized, no runs of whitespace, reasonably long
-        assert line == fpc.normalize_paragraph(line), f"{name}:{i + 1} not normalized"
+        assert line == normalize_paragraph(line), f"{name}:{i + 1} not normalized"
         assert len(line.split()) >= 200, f"{name}:{i + 1} too short for a whole document"
     assert len(set(lines)) == len(lines), f"{name}: duplicate documents"
     hits = TAG_ARTEFACT.findall(text)
@@ -116,7 +115,7 @@ def test_committed_sample_total_size_and_readme():
     total = sum(p.stat().st_size for p in SAMPLE_DIR.iterdir() if p.is_file())
     assert total <= MAX_TOTAL_BYTES
     body = readme.read_text("utf-8")
-    for needle in (fpc.SOTU_PACKAGE, fpc.SOTU_VERSION, fpc.BROWN_PACKAGE, fpc.BROWN_VERSION,
+    for needle in (sources.SOTU_PACKAGE, sources.SOTU_VERSION, sources.BROWN_PACKAGE, sources.BROWN_VERSION,
                    "public domain", "MIT", "data/moby_dick/moby_dick.txt",
                    "scripts/fetch_pretraining_corpus.py"):
         assert needle in body, needle

@@ -1,8 +1,8 @@
-"""Raw text -> prepare_pretraining_data.py -> span_corruption task -> fairseq-hydra-train multirun -> scaling_report.py."""
+"""Raw text -> prepare_pretraining_data.py -> span_corruption task -> fairseq-hydra-train multirun ->
+scaling_report.py."""
 
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,20 +1,12 @@
 """fairseq_switch/probe_selection.py: correlation statistics against scipy, the three point selectors
 (determinism, budget, recovery of planted clusters), and the budget split across tasks."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.stats
 from sklearn.metrics import adjusted_rand_score
 
-# Loaded by path: `import fairseq_switch` would register the fairseq plugin (torch, fairseq: seconds)
-# and this module needs only numpy/scipy/scikit-learn.
-_PATH = Path(__file__).resolve().parents[1] / "fairseq_switch" / "probe_selection.py"
-_spec = importlib.util.spec_from_file_location("probe_selection_under_test", _PATH)
-ps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ps)
+from fairseq_switch import probe_selection as ps
 
 SELECTORS = {
     "random": lambda T, b, seed: ps.select_random(T.shape[0], b, seed),

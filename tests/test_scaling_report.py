@@ -1,4 +1,5 @@
-"""scripts/scaling_report.py on synthetic Hydra sweeps: speed-ups against hand-computed values, outputs, errors."""
+"""fairseq_switch/reports/scaling.py (scripts/scaling_report.py) on synthetic Hydra sweeps: speed-ups
+against hand-computed values, outputs, errors."""
 
 import json
 import math
@@ -7,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_script
+from fairseq_switch.reports import scaling as sr
+from fairseq_switch.reports.runs import neg_log_perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)
 
-
-sr = load_script("scaling_report")
 
 T = "[2026-11-25 20:10:05,123]"
 
@@ -96,7 +96,7 @@ def by_experts(summary):
 def test_speedups_against_hand_computed_values(sweep, capsys):
     # Nothing here is timed: the "wall" seconds are numbers written into the synthetic logs of the
     # `sweep` fixture, and the expected values are interpolated by hand from them.
-    summary = sr.main([str(sweep)])
+    summary = sr.make_report([str(sweep)])
     rows = by_experts(summary)
     assert list(rows) == [0, 2, 8]
     assert summary["dense_final_neg_log_perplexity"] == pytest.approx(-3.0)
@@ -134,7 +134,7 @@ def test_speedups_against_hand_computed_values(sweep, capsys):
     assert "| 2 experts |" in stdout and "not reached" in stdout
 
     # rerunning over the same sweep ignores the report/ directory it wrote
-    assert len(sr.main([str(sweep)])["runs"]) == 3
+    assert len(sr.make_report([str(sweep)])["runs"]) == 3
 
 
 def test_pure_functions():
@@ -147,8 +147,8 @@ def test_pure_functions():
     assert sr.interp_wall(pts, 300) == pytest.approx(36)  # extrapolated along the last two
     assert sr.interp_wall([(100, 10.0)], 200) == pytest.approx(20)
     assert sr.interp_wall([], 5) is None
-    assert sr.neg_log_perplexity({"nll_loss": 2.0}) == pytest.approx(-2 * LN2)
-    assert sr.neg_log_perplexity({"nll_loss": 2.0, "neg_log_perplexity": -1.0}) == -1.0
+    assert neg_log_perplexity({"nll_loss": 2.0}) == pytest.approx(-2 * LN2)
+    assert neg_log_perplexity({"nll_loss": 2.0, "neg_log_perplexity": -1.0}) == -1.0
 
 
 def test_time_points_last_logged_wins_and_train_records_count():
@@ -163,7 +163,7 @@ def test_time_points_last_logged_wins_and_train_records_count():
 def test_no_dense_run_omits_speedups(tmp_path, capsys):
     make_job(tmp_path / "s" / "0", 8, SWITCH_TRAIN, SWITCH_VALID)
     make_job(tmp_path / "s" / "1", 32, SWITCH_TRAIN, NEVER_VALID)
-    summary = sr.main([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--title", "no dense"])
+    summary = sr.make_report([str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--title", "no dense"])
     assert summary["dense_final_neg_log_perplexity"] is None
     assert all("step_speedup" not in r for r in summary["runs"])
     out = capsys.readouterr().out
@@ -181,7 +181,7 @@ def test_plain_fairseq_train_runs_via_run_and_logged_config(tmp_path):
     write_log(sw / "train.log", SWITCH_TRAIN, SWITCH_VALID, fmt=plain_line)
     with (sw / "train.log").open("a") as f:  # expert count from the config fairseq logs at start-up
         f.write("2026 | INFO | fairseq_cli.train | Namespace(arch='switch_tiny', moe_expert_count=8, moe_freq=2)\n")
-    summary = sr.main([str(sw), "--run", f"0={dense / 'train.log'}", "--out", str(tmp_path / "r")])
+    summary = sr.make_report([str(sw), "--run", f"0={dense / 'train.log'}", "--out", str(tmp_path / "r")])
     assert by_experts(summary)[8]["step_speedup"] == pytest.approx(1.5)
     assert by_experts(summary)[8]["time_speedup"] == pytest.approx(1.25)
 

@@ -1,5 +1,5 @@
-"""fairseq_switch.evaluation and scripts/score_generations.py: metrics on hand-checked strings,
-SentencePiece detokenization, parsing fairseq-generate output, the CLI."""
+"""fairseq_switch.evaluation and reports/generations.py (scripts/score_generations.py): metrics on
+hand-checked strings, SentencePiece detokenization, parsing fairseq-generate output, the CLI."""
 
 import json
 import subprocess
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_switch import evaluation as ev
-
-from .helpers import load_script
+from fairseq_switch.reports import generations
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "score_generations.py"
@@ -48,7 +47,7 @@ P-1\t-1.5000 -0.3000 -0.9000
 2024-05-02 10:11:14 | INFO | fairseq_cli.generate | NOTE: hypothesis and token scores are output in base 2
 2024-05-02 10:11:14 | INFO | fairseq_cli.generate | Translated 3 sentences (14 tokens) in 0.1s (30.00 sentences/s, 140.00 tokens/s)
 Generate test with beam=2: BLEU4 = 31.95, 66.7/45.5/37.5/33.3 (BP=0.846 ratio=0.857 syslen=12 hyplen=14)
-"""
+"""  # noqa: E501 (fairseq-generate's log lines, verbatim)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -276,7 +275,7 @@ def test_rouge_never_scores_unk_as_a_word():
     hand = {"rouge1": 500 / 6, "rouge2": 60.0, "rougeL": 500 / 6}
     assert ev.rouge_scores(["the cat sat on a mat"], ["the cat sat on the mat"]) == pytest.approx(
         {k + s: v for k, v in hand.items() for s in ("", "_precision", "_recall")})
-    result = load_script("score_generations").score(UNK_SAMPLE, ["rouge"])
+    result = generations.score(UNK_SAMPLE, ["rouge"])
     assert {k: result[k] for k in hand} == pytest.approx(hand)
 
 
@@ -303,13 +302,12 @@ def test_cli_reports_degenerate_outputs(tmp_path, capsys):
         "T-0\tThe US wins.\nH-0\t-1.0\t▁The ▁US S S S S\nD-0\t-1.0\tThe USSSS\n"
         "T-1\tRain in Spain.\nH-1\t-1.0\t▁The ▁US S S S S\nD-1\t-1.0\tThe USSSS\n"
         "T-2\tThe US wins.\nH-2\t-1.0\t▁The ▁US ▁wins .\nD-2\t-1.0\tThe US wins.\n", encoding="utf-8")
-    script = load_script("score_generations")
-    assert script.main([str(gen), "--json", "--output", str(tmp_path / "s.json")]) == 0
+    assert generations.main([str(gen), "--json", "--output", str(tmp_path / "s.json")]) == 0
     result = json.loads((tmp_path / "s.json").read_text())
     assert (result["distinct"], result["repetitive"]) == pytest.approx((200 / 3, 200 / 3))
     # ROUGE scores the D- text: "The USSSS" shares "the" with "The US wins." (P 1/2, R 1/3, F 2/5)
     assert result["rouge1"] == pytest.approx((40 + 0 + 100) / 3)
-    assert script.main([str(gen)]) == 0
+    assert generations.main([str(gen)]) == 0
     table = capsys.readouterr().out
     assert "distinct    66.67  (2 different outputs of 3)" in table
     assert "repetitive  66.67  (2 of 3 repeat a token 4+ times in a row)" in table

@@ -20,9 +20,10 @@ def prepare(pretrained, out, *args):
     import contextlib
     import io
 
+    from fairseq_switch.corpora.prepare.downstream import main
     from fairseq_switch.data import vocab
 
-    from .helpers import fairseq_preprocess_in_process, load_script
+    from .helpers import fairseq_preprocess_in_process
 
     argv = ["--pretrained", str(pretrained), "--out", str(out), *map(str, args)]
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -30,7 +31,7 @@ def prepare(pretrained, out, *args):
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                rc = load_script("prepare_downstream_data").main(argv) or 0
+                rc = main(argv) or 0
             except SystemExit as e:  # argparse and the script's one-line errors (sys.exit(message))
                 rc = e.code if isinstance(e.code, int) else 1
                 if isinstance(e.code, str):
@@ -49,10 +50,13 @@ def test_read_pairs_jsonl_and_tsv(tmp_path):
                                        {"document": "x", "summary": ["first ref", "second ref"]}])
     assert list(read_pairs(tmp_path / "a.jsonl", "document", "summary")) == [("long text", "short"), ("x", "first ref")]
     (tmp_path / "b.tsv").write_text("label\tsentence\npositive\tgreat film\nnegative\tdull\n")
-    assert list(read_pairs(tmp_path / "b.tsv", "sentence", "label")) == [("great film", "positive"), ("dull", "negative")]
+    assert list(read_pairs(tmp_path / "b.tsv", "sentence", "label")) == [
+        ("great film", "positive"), ("dull", "negative")
+    ]
     (tmp_path / "c.tsv").write_text("great film\tpositive\n")  # no header: column numbers
     assert list(read_pairs(tmp_path / "c.tsv", "0", "1")) == [("great film", "positive")]
-    with pytest.raises(PairsError, match=r"a.jsonl:1: no field 'text' \(fields: document, id, summary\).*--input-field"):
+    with pytest.raises(PairsError,
+                       match=r"a.jsonl:1: no field 'text' \(fields: document, id, summary\).*--input-field"):
         list(read_pairs(tmp_path / "a.jsonl", "text", "summary"))
     with pytest.raises(PairsError, match=r"header row .* no column 'input'"):
         list(read_pairs(tmp_path / "b.tsv"))
@@ -275,8 +279,7 @@ def test_validation_scores_equal_score_generations_on_the_same_tokens(downstream
     from fairseq.data import data_utils
 
     from fairseq_switch.evaluation import rouge_scores
-
-    from .helpers import load_script
+    from fairseq_switch.reports.generations import score
 
     task, _ = _task_and_model(downstream, ["--eval-metric", "rouge"])
     d, sp = task.tgt_dict, spm.SentencePieceProcessor(model_file=str(downstream / "spm.model"))
@@ -296,7 +299,6 @@ def test_validation_scores_equal_score_generations_on_the_same_tokens(downstream
     lines = [line for i, (r, h) in enumerate(zip(refs, hyps)) for line in (
         f"T-{i}\t{d.string(r, escape_unk=True)}", f"H-{i}\t-0.5\t{d.string(h)}", f"D-{i}\t-0.5\t{d.string(h)}")]
     assert "<<unk>>" in lines[0] and "<unk>" in lines[1]
-    score = load_script("score_generations").score
     # <unk> deleted: 100, 100, 0, and "deep water" of "deep water with men" (R1 2/3, R2 1/2, RL 2/3)
     hand = {"rouge1": (200 + 200 / 3) / 4, "rouge2": 250 / 4, "rougeL": (200 + 200 / 3) / 4, "repetitive": 25.0}
     plain = rouge_scores(["the whale ship sailed", "the captain", "whale whale whale whale", "deep water"],

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_switch.corpora.prepare import downstream
+from fairseq_switch.corpora.prepare import multilingual as multi
+from fairseq_switch.corpora.prepare import pretraining as pretrain
 from fairseq_switch.data import pair_encoding, vocab
-from tests.helpers import fairseq_preprocess_in_process, load_script
+from tests.helpers import fairseq_preprocess_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = (ROOT / "data" / "moby_dick" / "moby_dick.txt").read_text(encoding="utf-8").splitlines()[:40]
 NEWS = "Shares rose £5 (€6) @BBC #markets +1.5, the “experts” said 🐳"
 TINY = ["--valid-words", "30", "--test-words", "30", "--vocab-size", "460"]
-
-pretrain = load_script("prepare_pretraining_data")
-multi = load_script("prepare_multilingual_data")
-downstream = load_script("prepare_downstream_data")
 
 
 def fairseq_ids(folder: Path, text: str):

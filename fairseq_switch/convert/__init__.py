@@ -7,18 +7,23 @@ checkpoints in the T5 layout (`--layout t5`).
 
 Modules: `hf_folder` reads transformers folders lazily, `mapping` holds the model description, the
 tensor names of both sides and the vocabulary mapping, `to_fairseq` / `to_transformers` write the
-outputs one file at a time (peak memory is bounded by the largest output file, not the model), `io`
-writes files atomically. Bad input raises ValueError / FileNotFoundError with a one-line message.
+outputs one file at a time (peak memory is bounded by the largest output file, not the model), `cli` is
+the command line (scripts/convert_checkpoint.py). Files are written atomically (`fairseq_switch.file_io`).
+Bad input raises ValueError / FileNotFoundError with a one-line message.
 """
 
+from typing import Any
 
-def transformers_to_fairseq(*args, **kwargs):
+
+def transformers_to_fairseq(*args: Any, **kwargs: Any) -> dict:
+    """`to_fairseq.transformers_to_fairseq` (imported when called: torch and safetensors are loaded then)."""
     from .to_fairseq import transformers_to_fairseq as run
 
     return run(*args, **kwargs)
 
 
-def fairseq_to_transformers(*args, **kwargs):
+def fairseq_to_transformers(*args: Any, **kwargs: Any) -> dict:
+    """`to_transformers.fairseq_to_transformers` (imported when called)."""
     from .to_transformers import fairseq_to_transformers as run
 
     return run(*args, **kwargs)

@@ -17,11 +17,15 @@ FFN: layers 1, 3, 5, ...). The fairseq T5 layout uses the same rule with step = 
 """
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+from ..data.vocab import BUILTIN_SYMBOLS
+
+if TYPE_CHECKING:
+    import sentencepiece as spm
+
 T5_PAD, T5_EOS, T5_UNK = 0, 1, 2
 LAYER_NORM_EPS = 1e-6  # T5's RMS norm epsilon (--layer-norm-eps)
 ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu_accurate"}  # transformers -> fairseq (gelu_new == gelu_accurate)
@@ -223,12 +227,12 @@ def fairseq_flags(spec: ModelSpec) -> List[str]:
     return flags
 
 
-def _get(model_cfg, name, default=None):
+def _get(model_cfg: Any, name: str, default: Any = None) -> Any:
     v = model_cfg.get(name, default) if isinstance(model_cfg, dict) else getattr(model_cfg, name, default)
     return default if v is None else v
 
 
-def spec_from_fairseq_cfg(model_cfg, where: str) -> ModelSpec:
+def spec_from_fairseq_cfg(model_cfg: Any, where: str) -> ModelSpec:
     """The model a fairseq-switch checkpoint's cfg['model'] (Namespace or dict) describes."""
     layout = _get(model_cfg, "layout", "fairseq")
     if layout != "t5":
@@ -337,7 +341,7 @@ def to_t5_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.roll(t, -1, dims=0)
 
 
-def check_t5_spm(sp, where: str) -> None:
+def check_t5_spm(sp: "spm.SentencePieceProcessor", where: str) -> None:
     """The SentencePiece model must use T5's ids for pad, eos and unk (and have no bos)."""
     got = (sp.pad_id(), sp.eos_id(), sp.unk_id())
     if got != (T5_PAD, T5_EOS, T5_UNK) or sp.bos_id() >= 0:
@@ -357,7 +361,7 @@ def fairseq_symbols(pieces: Sequence[str], extra_ids: int, vocab_size: int) -> L
     syms = list(pieces[3:])
     syms += [f"<extra_id_{extra_ids - 1 - j}>" for j in range(extra_ids)]  # T5 id n_spm + j
     syms += [f"madeupword{k:04d}" for k in range(vocab_size - 1 - n_spm - extra_ids)]
-    seen, dup = set(SPECIALS), []
+    seen, dup = set(BUILTIN_SYMBOLS), []
     for s in syms:
         if s in seen:
             dup.append(s)
@@ -367,7 +371,7 @@ def fairseq_symbols(pieces: Sequence[str], extra_ids: int, vocab_size: int) -> L
         raise ValueError(f"the vocabulary cannot be written as a fairseq dict.txt: "
                          f"{'duplicate symbols ' + repr(dup[:5]) if dup else ''}"
                          f"{' symbols with whitespace ' + repr(bad[:5]) if bad else ''}")
-    assert len(syms) == vocab_size - len(SPECIALS)
+    assert len(syms) == vocab_size - len(BUILTIN_SYMBOLS)
     return syms
 
 

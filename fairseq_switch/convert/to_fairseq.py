@@ -23,7 +23,7 @@ import torch
 
 from .. import file_io as io
 from .hf_folder import HFFolder
-from .mapping import (EMBED_FS, EMBED_HF, IGNORED_HF, LM_HEAD_HF, OUTPUT_FS, SPECIALS, ModelSpec, dict_text,
+from .mapping import (EMBED_FS, EMBED_HF, IGNORED_HF, LM_HEAD_HF, OUTPUT_FS, BUILTIN_SYMBOLS, ModelSpec, dict_text,
                       fairseq_flags, fairseq_symbols, spec_from_hf_config, spm_pieces, switch_layer_names,
                       tensor_pairs, to_fairseq_rows)
 
@@ -32,9 +32,7 @@ CRITERION = "switch_cross_entropy"
 
 
 def _user_dir() -> str:
-    import fairseq_switch
-
-    return os.path.dirname(os.path.abspath(fairseq_switch.__file__))
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fairseq_cfg(spec: ModelSpec, data: str, extra: List[str]) -> dict:
@@ -43,6 +41,9 @@ def fairseq_cfg(spec: ModelSpec, data: str, extra: List[str]) -> dict:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from omegaconf import OmegaConf
 
+    from ..plugin import register
+
+    register()  # the parser needs the plugin's task, arch and criterion (fairseq skips an imported user dir)
     argv = [data, "--user-dir", _user_dir(), "--task", "text_to_text", "--arch", "switch_transformer",
             "--criterion", CRITERION, *fairseq_flags(spec), *extra]
     # hydra warns about its own deprecated API and logs at DEBUG while fairseq composes the config
@@ -236,7 +237,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         if r == 0:
             model = reader.shared()
             model.update(reader.tensors(lambda p: p.expert is None or wanted is None or p.expert in wanted))
-            saved_by = {"save_id": save_id, "dictionary": dictionary_record(list(SPECIALS) + list(symbols),
+            saved_by = {"save_id": save_id, "dictionary": dictionary_record(list(BUILTIN_SYMBOLS) + list(symbols),
                                                                             os.path.abspath(out))}
             state = _checkpoint(cfg, model, os.path.abspath(src), {RECORD_KEY: saved_by})
         else:
@@ -256,7 +257,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         while os.path.exists(shard_path(main, r)):
             os.unlink(shard_path(main, r))
             r += 1
-    log(f"[convert] done: {out} (dict.txt {len(symbols) + len(SPECIALS)} symbols, spm.model, conversion.json)")
+    log(f"[convert] done: {out} (dict.txt {len(symbols) + len(BUILTIN_SYMBOLS)} symbols, spm.model, conversion.json)")
     log(f"[convert] fine-tune with: fairseq-train <data> --user-dir {_user_dir()} --task text_to_text "
         f"--arch switch_transformer --finetune-from-model {outputs[0]} {shlex.join(record['fairseq_flags'])} ...")
     return record

@@ -12,7 +12,7 @@ fairseq file becomes one safetensors shard, or several under --max-shard-size.
 
 import json
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -25,17 +25,16 @@ DEFAULT_EXPERT_CAPACITY = 64  # SwitchTransformersConfig's default
 
 
 def _load(path: str) -> dict:
-    import fairseq_switch  # noqa: F401,F811  (allow-lists the types fairseq checkpoints hold for torch.load)
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        try:
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as e:  # files from torch's legacy (non-zip) format cannot be memory-mapped
-            if "mmap" not in str(e):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with io.fairseq_checkpoint_types():  # the types fairseq checkpoints hold, allowed by name
+            try:
+                state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            except RuntimeError as e:  # files from torch's legacy (non-zip) format cannot be memory-mapped
+                if "mmap" not in str(e):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a readable fairseq checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -122,7 +121,7 @@ def _groups(names_bytes: List[Tuple[str, int]], cap: Optional[int]) -> List[List
     return groups
 
 
-def _parse_size(s) -> Optional[int]:
+def _parse_size(s: Union[None, int, str]) -> Optional[int]:
     if s is None or s == "" or s == 0:
         return None
     if isinstance(s, int):
@@ -163,7 +162,8 @@ def _known_capacity(ckpt_dir: str) -> Optional[int]:
 
 
 def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None,
-                            expert_capacity: Optional[int] = None, max_shard_size=None, extra_ids: Optional[int] = None,
+                            expert_capacity: Optional[int] = None, max_shard_size: Union[None, int, str] = None,
+                            extra_ids: Optional[int] = None,
                             overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Convert the fairseq-switch checkpoint `ckpt` (T5 layout; plain or expert-parallel) into a transformers
     folder `out`; returns {'config': ..., 'files': [...]}."""

@@ -12,7 +12,7 @@ fairseq divides by the sample size summed over ranks, so the shares are multipli
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from fairseq.criterions import register_criterion
@@ -23,6 +23,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.logging import metrics
 
 from ..distributed import world_sum
+from ..modules.routing import RouterOutput
 
 
 @dataclass
@@ -36,12 +37,12 @@ class SwitchCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
     )
 
 
-def log_total(logging_outputs: List[Dict], key: str):
+def log_total(logging_outputs: List[Dict], key: str) -> Any:
     """Sum of one logged value over batches (and workers)."""
     return sum(log.get(key, 0) for log in logging_outputs)
 
 
-def routing_logging_output(routings, world: int = 1) -> Dict[str, torch.Tensor]:
+def routing_logging_output(routings: Sequence[RouterOutput], world: int = 1) -> Dict[str, torch.Tensor]:
     """Summable statistics: per-layer expert token counts, drops, entropy (all detached)."""
     out: Dict[str, torch.Tensor] = {}
     if not routings:
@@ -63,28 +64,33 @@ def routing_logging_output(routings, world: int = 1) -> Dict[str, torch.Tensor]:
 class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(
         self,
-        task,
-        sentence_avg,
-        label_smoothing,
-        ignore_prefix_size=0,
-        report_accuracy=False,
-        moe_loss_weight=0.01,
-        router_z_loss_weight=0.0,
+        task: Any,
+        sentence_avg: bool,
+        label_smoothing: float,
+        ignore_prefix_size: int = 0,
+        report_accuracy: bool = False,
+        moe_loss_weight: float = 0.01,
+        router_z_loss_weight: float = 0.0,
     ):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if moe_loss_weight < 0 or router_z_loss_weight < 0:
             raise ValueError(
-                f"--moe-loss-weight ({moe_loss_weight}) and --router-z-loss-weight ({router_z_loss_weight}) must be >= 0"
+                f"--moe-loss-weight ({moe_loss_weight}) and --router-z-loss-weight ({router_z_loss_weight}) "
+                "must be >= 0"
             )
         self.moe_loss_weight = moe_loss_weight
         self.router_z_loss_weight = router_z_loss_weight
 
-    def main_loss(self, model, net_output, sample, reduce=True):
+    def main_loss(
+        self, model: Any, net_output: Tuple[torch.Tensor, Dict[str, Any]], sample: Dict[str, Any], reduce: bool = True
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
         """(loss, nll_loss, extra logging) before the auxiliary losses; subclasses change the objective here."""
         loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
         return loss, nll_loss, {}
 
-    def forward(self, model, sample, reduce=True):
+    def forward(
+        self, model: Any, sample: Dict[str, Any], reduce: bool = True
+    ) -> Tuple[torch.Tensor, Any, Dict[str, Any]]:
         net_output = model(**sample["net_input"])
         loss, nll_loss, extra = self.main_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]

@@ -18,7 +18,7 @@ so a resumed run keeps its trained weights.
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from fairseq import utils
@@ -83,9 +83,10 @@ def mix(gt_loss: torch.Tensor, kd_loss: torch.Tensor, weight: float) -> torch.Te
 
 @register_criterion("switch_distillation", dataclass=SwitchDistillationConfig)
 class SwitchDistillationCriterion(SwitchCrossEntropyCriterion):
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 moe_loss_weight=0.01, router_z_loss_weight=0.0, teacher_path=None, distill_weight=0.25,
-                 distill_temperature=1.0, teacher_topk=0, teacher_cache_dir=None):
+    def __init__(self, task: Any, sentence_avg: bool, label_smoothing: float, ignore_prefix_size: int = 0,
+                 report_accuracy: bool = False, moe_loss_weight: float = 0.01, router_z_loss_weight: float = 0.0,
+                 teacher_path: Optional[str] = None, distill_weight: float = 0.25, distill_temperature: float = 1.0,
+                 teacher_topk: int = 0, teacher_cache_dir: Optional[str] = None):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy,
                          moe_loss_weight, router_z_loss_weight)
         if not 0.0 <= distill_weight <= 1.0:
@@ -114,10 +115,12 @@ class SwitchDistillationCriterion(SwitchCrossEntropyCriterion):
             raise ValueError("--teacher-cache-dir without a teacher (--distill-weight 0): drop it")
 
     @property
-    def teacher(self):
+    def teacher(self) -> Optional[torch.nn.Module]:
         return self._teacher[0] if self._teacher else None
 
-    def main_loss(self, model, net_output, sample, reduce=True):
+    def main_loss(
+        self, model: Any, net_output: Tuple[torch.Tensor, Dict[str, Any]], sample: Dict[str, Any], reduce: bool = True
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
         gt, nll = self.compute_loss(model, net_output, sample, reduce=reduce)
         if self.teacher is None:
             return gt, nll, {}
@@ -138,14 +141,16 @@ class SwitchDistillationCriterion(SwitchCrossEntropyCriterion):
         extra["kd_loss"] = kd.data
         return mix(gt, kd.to(gt.dtype), self.distill_weight), nll, extra
 
-    def fill_cache(self, sample, like: torch.Tensor) -> int:
+    def fill_cache(self, sample: Dict[str, Any], like: torch.Tensor) -> int:
         """Make sure the cache holds the teacher's outputs for this batch (scripts/precompute_teacher.py);
         returns how many examples were already there. `like`: a float tensor on the teacher's device."""
         if self._cache is None:
             raise ValueError("fill_cache needs --teacher-cache-dir (and --teacher-topk)")
         return self._cached_topk(sample, sample["target"].ne(self.padding_idx), like)[2]
 
-    def _cached_topk(self, sample, mask, student):
+    def _cached_topk(
+        self, sample: Dict[str, Any], mask: torch.Tensor, student: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
         """Top-k teacher logits [B, T, k] for the batch: from the cache, the teacher run on the misses only."""
         net = sample["net_input"]
         src, prev = net["src_tokens"], net["prev_output_tokens"]

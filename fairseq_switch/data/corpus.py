@@ -11,7 +11,7 @@ Whitespace inside a document is collapsed to single spaces.
 Every text file the data preparation scripts read goes through `read_lines`, so that a file that is
 not UTF-8, or named .gz but not gzip, stops them with one line naming the file and the fix
 (`fail`), and `bad_utf8` ("error", "replace" or "skip") is one policy for all of them.
-This module imports only the standard library: scripts load it by path, without fairseq.
+This module imports only the standard library, so data preparation runs without torch or fairseq.
 """
 
 import codecs

@@ -10,7 +10,7 @@ order. Each batch carries `lang`, the language index of each row.
 """
 
 import logging
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -77,10 +77,10 @@ class MultilingualDataset(FairseqDataset):
         return {n: int((self.lang == i).sum()) for i, n in enumerate(self.names)}
 
     @property
-    def can_reuse_epoch_itr_across_epochs(self):
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
         return not self.sample  # the training mixture is drawn anew each epoch
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         for d in self.datasets:
             d.set_epoch(epoch)  # span corruption draws its noise per epoch
@@ -90,7 +90,7 @@ class MultilingualDataset(FairseqDataset):
             if self.sample:
                 logger.info(f"multilingual epoch {epoch}: examples per language {self.counts()}")
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Dict[str, Any]:
         ds, j, k = self.datasets[self.lang[i]], int(self.index[i]), int(self.draw[i])
         item = ds.example(j, k) if k and hasattr(ds, "example") else ds[j]
         item["id"] = i  # this dataset's index, so the batch can say each row's language
@@ -99,26 +99,28 @@ class MultilingualDataset(FairseqDataset):
     def __len__(self):
         return len(self.index)
 
-    def collater(self, samples, pad_to_length=None):
+    def collater(
+        self, samples: List[Dict[str, Any]], pad_to_length: Optional[Dict[str, int]] = None
+    ) -> Dict[str, Any]:
         batch = self.datasets[0].collater(samples, pad_to_length=pad_to_length)
         if batch:
             batch["lang"] = torch.from_numpy(self.lang[batch["id"].numpy()])
         return batch
 
-    def num_tokens(self, index):
+    def num_tokens(self, index: int) -> int:
         return int(self._num_tokens[index])
 
-    def num_tokens_vec(self, indices):
+    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
         return self._num_tokens[indices]
 
-    def size(self, index):
+    def size(self, index: int) -> Union[int, Tuple[int, ...]]:
         return tuple(self._sizes[index]) if self._sizes.ndim > 1 else self._sizes[index]
 
     @property
-    def sizes(self):
+    def sizes(self) -> np.ndarray:
         return self._sizes
 
-    def ordered_indices(self):
+    def ordered_indices(self) -> np.ndarray:
         if self.sample:
             order = np.random.default_rng([self.seed, self.epoch, len(self.names)]).permutation(len(self))
         else:
@@ -129,5 +131,5 @@ class MultilingualDataset(FairseqDataset):
         return order
 
     @property
-    def supports_prefetch(self):
+    def supports_prefetch(self) -> bool:
         return False

@@ -9,9 +9,12 @@ Imports no fairseq.
 
 import collections
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .vocab import UnkCounter, unk_percent
+
+if TYPE_CHECKING:
+    from sentencepiece import SentencePieceProcessor
 
 SIDES = ("input", "target")
 PERCENTILES = (50, 90, 99)
@@ -40,9 +43,9 @@ def length_stats(lengths: Iterable[int], limit: int) -> Dict[str, float]:
     return stats
 
 
-def encode_pairs(sp, pairs: Iterable[Tuple[str, str]], out_src: Path, out_tgt: Path, prefix: str = "",
-                 max_input_tokens: int = 512, max_target_tokens: int = 128, overlong: str = "truncate",
-                 unknown: Optional[collections.Counter] = None) -> Tuple[dict, dict]:
+def encode_pairs(sp: "SentencePieceProcessor", pairs: Iterable[Tuple[str, str]], out_src: Path, out_tgt: Path,
+                 prefix: str = "", max_input_tokens: int = 512, max_target_tokens: int = 128,
+                 overlong: str = "truncate", unknown: Optional[collections.Counter] = None) -> Tuple[dict, dict]:
     """Write one line of pieces per kept pair to out_src/out_tgt; return (counts, lengths).
 
     Whitespace is collapsed; a pair with an empty side is skipped; a side longer than its limit (incl.
@@ -124,7 +127,8 @@ def truncation_warnings(lengths: Dict[str, dict], limits: Dict[str, int], overlo
     return lines
 
 
-def unk_warning(unk: Dict[str, dict], unknown: Dict[str, int], byte_fallback: bool, spm_path) -> Optional[str]:
+def unk_warning(unk: Dict[str, dict], unknown: Dict[str, int], byte_fallback: bool,
+                spm_path: Union[str, Path]) -> Optional[str]:
     """One line when a split's inputs or targets have more than UNK_WARN_PERCENT <unk> tokens: where,
     which characters (`unknown`: piece -> count, most common first), why and the fix; else None."""
     high = [f"{pct:.3f}% of the {s} {side} tokens" for s, sides in unk.items() for side, pct in sides.items()

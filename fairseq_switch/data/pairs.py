@@ -8,7 +8,7 @@ import itertools
 import json
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple, Union
 
 from .corpus import BadUtf8Counts, CorpusError, read_lines
 
@@ -27,7 +27,7 @@ def pair_format(path: Path, fmt: str = "auto") -> str:
     raise PairsError(f"{path}: cannot tell the format from the name; use .jsonl or .tsv, or pass --format")
 
 
-def read_pairs(path, input_field: str = "input", target_field: str = "target", fmt: str = "auto",
+def read_pairs(path: Union[str, Path], input_field: str = "input", target_field: str = "target", fmt: str = "auto",
                bad_utf8: str = "error", counts: Optional[BadUtf8Counts] = None) -> Iterator[Tuple[str, str]]:
     """Yield (input, target) as found (not stripped, possibly empty): counting is the caller's job.
 
@@ -75,7 +75,7 @@ def read_pairs(path, input_field: str = "input", target_field: str = "target", f
             raise PairsError(f"unknown pair format {fmt!r}: use jsonl or tsv")
 
 
-def _text(v) -> str:
+def _text(v: Any) -> str:
     if isinstance(v, list):  # e.g. several reference answers: keep the first
         v = v[0] if v else ""
     return "" if v is None else str(v)

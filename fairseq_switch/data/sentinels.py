@@ -1,6 +1,9 @@
 """Sentinel tokens <extra_id_0>, <extra_id_1>, ... that mark corrupted spans (T5 reserves 100)."""
 
-from typing import List
+from typing import TYPE_CHECKING, List
+
+if TYPE_CHECKING:
+    from fairseq.data import Dictionary
 
 NUM_SENTINELS = 100
 
@@ -13,7 +16,7 @@ def sentinel_symbols(n: int = NUM_SENTINELS) -> List[str]:
     return [sentinel_symbol(i) for i in range(n)]
 
 
-def sentinel_indices(dictionary, needed: int) -> List[int]:
+def sentinel_indices(dictionary: "Dictionary", needed: int) -> List[int]:
     """Dictionary ids of <extra_id_0>..<extra_id_{needed-1}>, or a ValueError that names the fix."""
     missing = [s for s in sentinel_symbols(needed) if dictionary.index(s) == dictionary.unk()]
     if missing:

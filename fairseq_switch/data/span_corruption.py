@@ -14,11 +14,11 @@ raw chunk is 568 tokens and its target 114; with the final sentinel the target i
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset, data_utils
+from fairseq.data import FairseqDataset
 from fairseq.data.language_pair_dataset import collate
 
 from .sentinels import sentinel_indices
@@ -110,7 +110,9 @@ def corrupt_spans(
     return source, target
 
 
-def example_lengths(length: int, noise_density: float, mean_noise_span_length: float, final_sentinel: bool = True):
+def example_lengths(
+    length: int, noise_density: float, mean_noise_span_length: float, final_sentinel: bool = True
+) -> Tuple[int, int]:
     """(source, target) lengths, EOS included, of a corrupted chunk of `length` tokens."""
     layout = span_layout(length, noise_density, mean_noise_span_length)
     source = layout.num_nonnoise_tokens + layout.num_noise_spans + 1
@@ -149,9 +151,9 @@ class SpanCorruptionDataset(FairseqDataset):
 
     def __init__(
         self,
-        chunks,
-        chunk_sizes,
-        dictionary,
+        chunks: Any,
+        chunk_sizes: Sequence[int],
+        dictionary: Any,
         noise_density: float = 0.15,
         mean_noise_span_length: float = 3.0,
         final_sentinel: bool = True,
@@ -180,10 +182,10 @@ class SpanCorruptionDataset(FairseqDataset):
         self.tgt_sizes = np.array([lengths[int(n)][1] for n in chunk_sizes], dtype=np.int64)
 
     @property
-    def can_reuse_epoch_itr_across_epochs(self):
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
         return True  # batches depend on sizes only; the noise is drawn per epoch in __getitem__
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.epoch = epoch
 
@@ -192,10 +194,10 @@ class SpanCorruptionDataset(FairseqDataset):
         rng = np.random.default_rng(key)
         return random_spans_noise_mask(length, self.noise_density, self.mean_noise_span_length, rng)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Dict[str, Any]:
         return self.example(index)
 
-    def example(self, index: int, draw: int = 0):
+    def example(self, index: int, draw: int = 0) -> Dict[str, Any]:
         """Example `index`; `draw` > 0 corrupts it anew (its k-th copy in an epoch that repeats examples)."""
         tokens = self.chunks[index]
         mask = self.noise_mask(index, len(tokens), draw)
@@ -207,7 +209,9 @@ class SpanCorruptionDataset(FairseqDataset):
     def __len__(self):
         return len(self.src_sizes)
 
-    def collater(self, samples, pad_to_length=None):
+    def collater(
+        self, samples: List[Dict[str, Any]], pad_to_length: Optional[Dict[str, int]] = None
+    ) -> Dict[str, Any]:
         return collate(
             samples,
             self.dictionary.pad(),
@@ -218,20 +222,20 @@ class SpanCorruptionDataset(FairseqDataset):
             pad_to_length=pad_to_length,
         )
 
-    def num_tokens(self, index):
+    def num_tokens(self, index: int) -> int:
         return max(self.src_sizes[index], self.tgt_sizes[index])
 
-    def num_tokens_vec(self, indices):
+    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
         return np.maximum(self.src_sizes[indices], self.tgt_sizes[indices])
 
-    def size(self, index):
+    def size(self, index: int) -> Tuple[int, int]:
         return (self.src_sizes[index], self.tgt_sizes[index])
 
     @property
-    def sizes(self):
+    def sizes(self) -> np.ndarray:
         return np.vstack((self.src_sizes, self.tgt_sizes)).T
 
-    def ordered_indices(self):
+    def ordered_indices(self) -> np.ndarray:
         if self.shuffle:
             indices = np.random.default_rng([self.seed, self.epoch]).permutation(len(self))
         else:
@@ -241,8 +245,8 @@ class SpanCorruptionDataset(FairseqDataset):
         return indices[np.argsort(self.src_sizes[indices], kind="mergesort")]
 
     @property
-    def supports_prefetch(self):
+    def supports_prefetch(self) -> bool:
         return getattr(self.chunks, "supports_prefetch", False)
 
-    def prefetch(self, indices):
+    def prefetch(self, indices: Sequence[int]) -> None:
         self.chunks.prefetch(indices)

@@ -1,4 +1,5 @@
-"""On-disk cache of a distillation teacher's top-k logits (SPEC §7: the teacher is the expensive part).
+"""On-disk cache of a distillation teacher's top-k logits (Fedus et al. 2021, Sec. 4.2): the teacher is
+the expensive part.
 
 Entries are keyed by the example's content (source tokens and decoder input), not by its index:
 span corruption draws new inputs every epoch, so an index would point at stale outputs, while the
@@ -10,6 +11,8 @@ exactly what an uncached one does.
 One SQLite file per cache folder: safe for several ranks and runs at once (SQLite's locking), and
 tied to one teacher and one k by a fingerprint; a folder made for another teacher is refused,
 never overwritten.
+
+`fairseq_switch.precompute_teacher` fills a cache ahead of training (scripts/precompute_teacher.py).
 """
 
 import hashlib

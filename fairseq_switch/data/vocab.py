@@ -8,7 +8,8 @@ they get ids 4..103 and the encoder maps the literal text "<extra_id_0>" to its 
 With byte fallback (the scripts' default), the 256 byte pieces <0x00>..<0xFF> come next (ids 104..359
 with sentinels) and are in dict.txt like any piece: a character the vocabulary lacks (a `£`, an emoji)
 is written as its UTF-8 bytes instead of <unk>, and `spm.decode` puts it back together.
-This module imports nothing from the package: scripts load it by path, without fairseq.
+This module imports nothing from the package, and sentencepiece only where it trains: data preparation
+runs without torch or fairseq (fairseq-preprocess runs as a subprocess).
 """
 
 import collections
@@ -16,9 +17,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Tuple
 
-SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+if TYPE_CHECKING:
+    from sentencepiece import SentencePieceProcessor
+
+BUILTIN_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")
 NUM_BYTE_PIECES = 256  # <0x00>..<0xFF>, with byte fallback
 MIN_TEXT_PIECES = 96  # the scripts' smallest vocabulary: the reserved pieces and at least this many more
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
@@ -27,14 +31,14 @@ _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) v
 
 def describe_reserved(sentinels: int, byte_fallback: bool) -> str:
     """'4 specials + 100 sentinels + 256 byte pieces': what every vocabulary holds before text pieces."""
-    parts = [f"{len(SPECIALS)} specials", f"{sentinels} sentinels"] + (
+    parts = [f"{len(BUILTIN_SYMBOLS)} specials", f"{sentinels} sentinels"] + (
         [f"{NUM_BYTE_PIECES} byte pieces"] if byte_fallback else [])
     return " + ".join(parts)
 
 
 def min_vocab_size(sentinels: int, byte_fallback: bool) -> int:
     """The scripts' smallest --vocab-size: specials, sentinels, byte pieces and MIN_TEXT_PIECES pieces."""
-    return len(SPECIALS) + sentinels + (NUM_BYTE_PIECES if byte_fallback else 0) + MIN_TEXT_PIECES
+    return len(BUILTIN_SYMBOLS) + sentinels + (NUM_BYTE_PIECES if byte_fallback else 0) + MIN_TEXT_PIECES
 
 
 def vocab_size_problem(vocab_size: int, sentinels: int, byte_fallback: bool) -> Optional[str]:
@@ -66,7 +70,7 @@ class VocabTooSmallError(VocabSizeError):
     def __init__(self, requested: int, needed: int, sentinels: int, byte_fallback: bool):
         self.requested, self.needed = requested, needed
         reserved = describe_reserved(sentinels, byte_fallback)
-        chars = needed - len(SPECIALS) - sentinels - (NUM_BYTE_PIECES if byte_fallback else 0)
+        chars = needed - len(BUILTIN_SYMBOLS) - sentinels - (NUM_BYTE_PIECES if byte_fallback else 0)
         fix = f"use --vocab-size {needed} or more"
         if byte_fallback:
             fix += " (or --no-byte-fallback, which frees 256)"
@@ -102,7 +106,8 @@ def train_spm(
             vocab_size=vocab_size,
             character_coverage=1.0,
             bos_id=0, pad_id=1, eos_id=2, unk_id=3,
-            bos_piece=SPECIALS[0], pad_piece=SPECIALS[1], eos_piece=SPECIALS[2], unk_piece=SPECIALS[3],
+            bos_piece=BUILTIN_SYMBOLS[0], pad_piece=BUILTIN_SYMBOLS[1], eos_piece=BUILTIN_SYMBOLS[2],
+            unk_piece=BUILTIN_SYMBOLS[3],
             user_defined_symbols=list(user_defined_symbols),
             byte_fallback=byte_fallback,
             input_sentence_size=input_sentence_size,  # 0 = every sentence
@@ -121,10 +126,19 @@ def train_spm(
         raise
 
 
-def write_fairseq_dict(sp, counts: collections.Counter, path: Path) -> int:
+def load_spm(model_file: Path) -> "SentencePieceProcessor":
+    """The SentencePiece model at `model_file`, checked to hold fairseq's specials at ids 0..3."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    assert [sp.id_to_piece(i) for i in range(len(BUILTIN_SYMBOLS))] == list(BUILTIN_SYMBOLS)
+    return sp
+
+
+def write_fairseq_dict(sp: "SentencePieceProcessor", counts: collections.Counter, path: Path) -> int:
     """fairseq dict.txt from the SentencePiece vocab, in id order (ids 4.. = fairseq ids 4..)."""
     lines = []
-    for i in range(len(SPECIALS), sp.get_piece_size()):
+    for i in range(len(BUILTIN_SYMBOLS), sp.get_piece_size()):
         piece = sp.id_to_piece(i)
         if sp.is_control(i) or sp.is_unknown(i) or not piece or any(c.isspace() for c in piece):
             raise RuntimeError(f"unexpected SentencePiece piece {i}: {piece!r}")
@@ -138,7 +152,7 @@ def unk_percent(unk: int, tokens: int) -> float:
     return round(100.0 * unk / tokens, 4) if tokens else 0.0
 
 
-def has_byte_fallback(sp) -> bool:
+def has_byte_fallback(sp: "SentencePieceProcessor") -> bool:
     """Whether the SentencePiece model writes characters its vocabulary lacks as byte pieces."""
     first = sp.piece_to_id("<0x00>")
     return first != sp.unk_id() and sp.is_byte(first)
@@ -149,7 +163,7 @@ class UnkCounter:
     them to <unk>): SentencePiece writes an unknown character as itself, not as "<unk>". With
     `examples`, `self.unknown` counts those pieces (what the vocabulary cannot write)."""
 
-    def __init__(self, sp, examples: bool = False):
+    def __init__(self, sp: "SentencePieceProcessor", examples: bool = False):
         self.known = frozenset(sp.id_to_piece(i) for i in range(sp.get_piece_size()))
         self.unknown = collections.Counter() if examples else None
 
@@ -160,7 +174,8 @@ class UnkCounter:
         return len(unknown)
 
 
-def encode_file(sp, text_file: Path, piece_file: Path, workers: int, counts=None, desc="encode") -> Tuple[int, int]:
+def encode_file(sp: "SentencePieceProcessor", text_file: Path, piece_file: Path, workers: int,
+                counts: Optional[collections.Counter] = None, desc: str = "encode") -> Tuple[int, int]:
     """Encode one document per line to SentencePiece pieces (space-separated, one line per document);
     add the pieces to `counts` when given; return (pieces, of them <unk>)."""
     from tqdm import tqdm

@@ -7,6 +7,8 @@ joined dictionary). `--layout fairseq` builds the same shapes from fairseq's tra
 (pre-norm, sinusoidal positions, biases), the layout of checkpoints from before the T5 layout.
 """
 
+from typing import Any, Tuple
+
 from fairseq.models import register_model_architecture
 from fairseq.models.transformer import base_architecture
 
@@ -21,10 +23,10 @@ SHAPES = {
 }
 
 
-def _t5_layout(args, d_model, d_ff, heads, layers, experts):
+def _t5_layout(args: Any, d_model: int, d_ff: int, heads: int, layers: int, experts: int) -> None:
     """Set the shapes unless given on the command line (fairseq's architecture convention)."""
 
-    def default(name, value):
+    def default(name: str, value: Any) -> None:
         if getattr(args, name, None) is None:
             setattr(args, name, value)
 
@@ -44,17 +46,19 @@ def _t5_layout(args, d_model, d_ff, heads, layers, experts):
     base_architecture(args)
 
 
-def _register(name: str, shape, experts: int):
-    def arch(args):
+def _register(name: str, shape: Tuple[int, ...], experts: int) -> None:
+    def arch(args: Any) -> None:
         _t5_layout(args, *shape[:4], experts)
 
     arch.__name__ = f"{name}_architecture"
-    arch.__doc__ = f"{name}: d_model={shape[0]}, d_ff={shape[1]}, heads={shape[2]}, layers={shape[3]}, experts={experts}"
+    arch.__doc__ = (
+        f"{name}: d_model={shape[0]}, d_ff={shape[1]}, heads={shape[2]}, layers={shape[3]}, experts={experts}"
+    )
     register_model_architecture("switch_transformer", name)(arch)
 
 
 @register_model_architecture("switch_transformer", "switch_transformer")
-def switch_transformer_architecture(args):
+def switch_transformer_architecture(args: Any) -> None:
     """fairseq's transformer defaults plus the Switch options' defaults (dense unless --moe-expert-count)."""
     set_switch_defaults(args)
     base_architecture(args)

@@ -11,7 +11,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,7 +33,7 @@ class InitReport:
     unused: List[str] = field(default_factory=list)  # teacher names no student tensor took
 
     def summary(self) -> str:
-        def collapse(names):
+        def collapse(names: Iterable[str]) -> str:
             # one entry per module kind: layer/expert numbers starred, weight and bias together
             modules = {re.sub(r"\.(weight|bias)$", "", n) for n in names}
             c = Counter(re.sub(r"\.(layers|experts)\.\d+\.", r".\1.*.", m) for m in modules)
@@ -56,7 +56,7 @@ def _expert_ids(teacher: Dict[str, torch.Tensor], host: str) -> List[int]:
 
 
 def plan_student_init(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor],
-                      ffn_init: str = "random", ffn_expert: int = 0):
+                      ffn_init: str = "random", ffn_expert: int = 0) -> Tuple[Dict[str, torch.Tensor], InitReport]:
     """(new values by student name, report). Pure: reads both state dicts, changes neither."""
     if ffn_init not in FFN_INIT_CHOICES:
         raise ValueError(f"--student-ffn-init {ffn_init!r}: choose one of {', '.join(FFN_INIT_CHOICES)}")
@@ -107,7 +107,7 @@ def plan_student_init(student: Dict[str, torch.Tensor], teacher: Dict[str, torch
     return values, report
 
 
-def init_student_from(model: nn.Module, path: str, dictionary, ffn_init: str = "random",
+def init_student_from(model: nn.Module, path: str, dictionary: Any, ffn_init: str = "random",
                       ffn_expert: int = 0) -> InitReport:
     """Copy the teacher checkpoint's matching weights into `model` in place, and log what was copied."""
     state = read_checkpoint(path, "--student-init-from")

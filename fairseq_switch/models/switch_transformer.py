@@ -9,15 +9,14 @@ dense twin: the very same model with no swap.
 import argparse
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from contextlib import AbstractContextManager
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-import torch
 import torch.distributed as dist
 import torch.nn as nn
-from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
-from fairseq.models import register_model
+from fairseq.models import FairseqEncoder, FairseqIncrementalDecoder, register_model
 from fairseq.models.transformer import (
     TransformerConfig,
     TransformerDecoderBase,
@@ -25,6 +24,7 @@ from fairseq.models.transformer import (
     TransformerModel,
 )
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.routing import DISPATCH_CHOICES, RouterConfig, RoutingMode
@@ -114,7 +114,9 @@ class SwitchConfig(FairseqDataclass):
     )
     moe_expert_dropout: Optional[float] = field(
         default=None,
-        metadata={"help": "dropout on the experts' hidden activation (paper fine-tuning: 0.4); default --activation-dropout"},
+        metadata={
+            "help": "dropout on the experts' hidden activation (paper fine-tuning: 0.4); default --activation-dropout"
+        },
     )
     moe_dispatch: ChoiceEnum(list(DISPATCH_CHOICES)) = field(
         default="index",
@@ -143,11 +145,11 @@ class SwitchConfig(FairseqDataclass):
     )
 
 
-def _identity(x):
+def _identity(x: Any) -> Any:
     return x
 
 
-def _swap_in_switch_ffn(layer: nn.Module, cfg, embed_dim: int, ffn_dim: int) -> SwitchFFN:
+def _swap_in_switch_ffn(layer: nn.Module, cfg: Any, embed_dim: int, ffn_dim: int) -> SwitchFFN:
     """Replace a fairseq layer's fc1 -> act -> dropout -> fc2 by one SwitchFFN, keeping its forward."""
     if getattr(layer, "ffn_layernorm", None) is not None:
         raise ValueError("--scale-fc puts a LayerNorm inside the FFN; it is not supported with Switch FFNs")
@@ -162,38 +164,57 @@ def _swap_in_switch_ffn(layer: nn.Module, cfg, embed_dim: int, ffn_dim: int) -> 
 
 
 class _FairseqLayoutHost(SwitchHostMixin):
-    def _maybe_swap(self, layer, cfg, embed_dim: int, ffn_dim: int):
+    def _maybe_swap(self, layer: nn.Module, cfg: Any, embed_dim: int, ffn_dim: int) -> nn.Module:
         if self._next_is_switch():
             _swap_in_switch_ffn(layer, cfg, embed_dim, ffn_dim)
         return layer
 
 
 class SwitchTransformerEncoder(_FairseqLayoutHost, TransformerEncoderBase):
-    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Module, return_fc: bool = False):
         self._init_switch_ids(cfg, cfg.encoder.layers)
         TransformerEncoderBase.__init__(self, cfg, dictionary, embed_tokens, return_fc=return_fc)
 
-    def build_encoder_layer(self, cfg):
+    def build_encoder_layer(self, cfg: Any) -> nn.Module:
         layer = super().build_encoder_layer(cfg)
         return self._maybe_swap(layer, cfg, cfg.encoder.embed_dim, cfg.encoder.ffn_embed_dim)
 
-    def forward(self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None):
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Optional[Tensor] = None,
+        return_all_hiddens: bool = False,
+        token_embeddings: Optional[Tensor] = None,
+    ) -> Dict[str, List[Tensor]]:
         self._set_routing_context(src_tokens)
         return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
 
 class SwitchTransformerDecoder(_FairseqLayoutHost, TransformerDecoderBase):
-    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+    def __init__(
+        self,
+        cfg: Any,
+        dictionary: Any,
+        embed_tokens: nn.Module,
+        no_encoder_attn: bool = False,
+        output_projection: Optional[nn.Module] = None,
+    ):
         self._init_switch_ids(cfg, cfg.decoder.layers)
         TransformerDecoderBase.__init__(
             self, cfg, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn, output_projection=output_projection
         )
 
-    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+    def build_decoder_layer(self, cfg: Any, no_encoder_attn: bool = False) -> nn.Module:
         layer = super().build_decoder_layer(cfg, no_encoder_attn)
         return self._maybe_swap(layer, cfg, cfg.decoder.embed_dim, cfg.decoder.ffn_embed_dim)
 
-    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+    def extract_features(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: Optional[Dict[str, List[Tensor]]] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        **kwargs: Any,
+    ) -> Tuple[Tensor, Dict[str, Any]]:
         tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
         self._set_routing_context(tokens, incremental=incremental_state is not None)
         return super().extract_features(prev_output_tokens, encoder_out, incremental_state, **kwargs)
@@ -208,12 +229,12 @@ class SwitchTransformerModel(TransformerModel):
     """
 
     @classmethod
-    def add_args(cls, parser):
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
         super().add_args(parser)
         gen_parser_from_dataclass(parser, SwitchConfig(), delete_default=True)
 
     @classmethod
-    def build_model(cls, args, task):
+    def build_model(cls, args: Any, task: Any) -> "SwitchTransformerModel":
         if OmegaConf.is_config(args):
             # Hydra hands legacy models a DictConfig; TransformerConfig.from_namespace would drop
             # every key it does not declare (all the moe_* options), so flatten it to a Namespace.
@@ -239,7 +260,7 @@ class SwitchTransformerModel(TransformerModel):
         return model
 
     @classmethod
-    def build_embedding(cls, args, dictionary, embed_dim, path=None):
+    def build_embedding(cls, args: Any, dictionary: Any, embed_dim: int, path: Optional[str] = None) -> nn.Embedding:
         if is_t5_layout(args):
             if path:
                 raise ValueError("--encoder-embed-path/--decoder-embed-path are not supported with --layout t5")
@@ -247,13 +268,13 @@ class SwitchTransformerModel(TransformerModel):
         return super().build_embedding(args, dictionary, embed_dim, path)
 
     @classmethod
-    def build_encoder(cls, args, src_dict, embed_tokens):
+    def build_encoder(cls, args: Any, src_dict: Any, embed_tokens: nn.Module) -> FairseqEncoder:
         if is_t5_layout(args):
             return T5Encoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
         return SwitchTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
 
     @classmethod
-    def build_decoder(cls, args, tgt_dict, embed_tokens):
+    def build_decoder(cls, args: Any, tgt_dict: Any, embed_tokens: nn.Module) -> FairseqIncrementalDecoder:
         if is_t5_layout(args):
             return T5Decoder(TransformerConfig.from_namespace(args), tgt_dict, embed_tokens)
         return SwitchTransformerDecoder(
@@ -267,11 +288,13 @@ class SwitchTransformerModel(TransformerModel):
     def switch_ffns(self) -> List[SwitchFFN]:
         return self.encoder.switch_ffns + self.decoder.switch_ffns
 
-    def routing_mode(self, mode: Union[RoutingMode, str]):
+    def routing_mode(self, mode: Union[RoutingMode, str]) -> AbstractContextManager:
         """Context manager: route in `mode` (e.g. "generate", "dummy") instead of the training flag's."""
         return routing_mode(self, mode)
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor, prev_output_tokens: Tensor, **kwargs: Any
+    ) -> Tuple[Tensor, Dict[str, Any]]:
         x, extra = super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
         ffns = self.switch_ffns
         # what the criterion turns into losses and metrics
@@ -282,7 +305,7 @@ class SwitchTransformerModel(TransformerModel):
         return x, extra
 
 
-def validate_switch_args(args) -> None:
+def validate_switch_args(args: Any) -> None:
     """Clear errors for bad MoE settings, before anything is built."""
     set_switch_defaults(args)
     if is_t5_layout(args):
@@ -301,7 +324,7 @@ def validate_switch_args(args) -> None:
         check_expert_parallel_args(args, dist.get_world_size())
 
 
-def validate_t5_args(args) -> None:
+def validate_t5_args(args: Any) -> None:
     if args.attention_head_dim is not None and args.attention_head_dim < 1:
         raise ValueError(f"--attention-head-dim must be >= 1, got {args.attention_head_dim}")
     if args.relative_attention_num_buckets < 4 or args.relative_attention_num_buckets % 2:
@@ -316,7 +339,7 @@ def validate_t5_args(args) -> None:
         raise ValueError(f"--layer-norm-eps must be > 0, got {args.layer_norm_eps}; T5 uses 1e-6")
 
 
-def check_expert_parallel_args(args, world_size: int) -> None:
+def check_expert_parallel_args(args: Any, world_size: int) -> None:
     """Settings under which expert-parallel training would silently compute wrong numbers."""
     check_expert_count(args.moe_expert_count, world_size)
     backend = getattr(args, "ddp_backend", "pytorch_ddp")
@@ -342,7 +365,7 @@ def check_expert_parallel_args(args, world_size: int) -> None:
         )
 
 
-def set_switch_defaults(args) -> None:
+def set_switch_defaults(args: Any) -> None:
     """Fill every SwitchConfig option missing from `args` (old checkpoints, plain --arch transformer args)."""
     for name, f in SwitchConfig.__dataclass_fields__.items():
         if getattr(args, name, None) is None and f.default is not None:

@@ -15,7 +15,7 @@ fairseq's pieces are kept where they fit: the encoder output dict and its reorde
 incremental-state protocol of its sequence generator, FairseqDropout and the model class around.
 """
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from ..modules.t5_layers import RMSNorm, T5Layer
 from .switch_host import SwitchHostMixin, build_switch_ffn
 
 
-def head_dim(cfg, embed_dim: int, heads: int) -> int:
+def head_dim(cfg: Any, embed_dim: int, heads: int) -> int:
     if cfg.attention_head_dim:
         return int(cfg.attention_head_dim)
     if embed_dim % heads:
@@ -38,7 +38,7 @@ def head_dim(cfg, embed_dim: int, heads: int) -> int:
     return embed_dim // heads
 
 
-def build_t5_embedding(cfg, dictionary, embed_dim: int) -> nn.Embedding:
+def build_t5_embedding(cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embedding:
     """T5's embedding: no padding row (<pad> is the decoder's start symbol and must learn), std sqrt(s)."""
     emb = nn.Embedding(len(dictionary), embed_dim)
     scaled_trunc_normal_(emb.weight, cfg.init_scale, fan_in=1)
@@ -46,7 +46,7 @@ def build_t5_embedding(cfg, dictionary, embed_dim: int) -> nn.Embedding:
 
 
 class _T5Stack(SwitchHostMixin):
-    def _build_layers(self, cfg, side, is_decoder: bool) -> None:
+    def _build_layers(self, cfg: Any, side: Any, is_decoder: bool) -> None:
         self._init_switch_ids(cfg, side.layers)
         d = side.embed_dim
         hd = head_dim(cfg, d, side.attention_heads)
@@ -69,7 +69,7 @@ class _T5Stack(SwitchHostMixin):
 
 
 class T5Encoder(_T5Stack, FairseqEncoder):
-    def __init__(self, cfg, dictionary, embed_tokens):
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding):
         FairseqEncoder.__init__(self, dictionary)
         self.cfg = cfg
         self.padding_idx = dictionary.pad()
@@ -78,7 +78,7 @@ class T5Encoder(_T5Stack, FairseqEncoder):
         self._build_layers(cfg, cfg.encoder, is_decoder=False)
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
-                token_embeddings: Optional[Tensor] = None):
+                token_embeddings: Optional[Tensor] = None) -> Dict[str, List[Tensor]]:
         self._set_routing_context(src_tokens)
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embed_tokens(src_tokens) if token_embeddings is None else token_embeddings
@@ -103,15 +103,15 @@ class T5Encoder(_T5Stack, FairseqEncoder):
             "src_lengths": [src_lengths],
         }
 
-    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order):
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor) -> Dict[str, List[Tensor]]:
         return TransformerEncoderBase.reorder_encoder_out(self, encoder_out, new_order)
 
-    def max_positions(self):
+    def max_positions(self) -> int:
         return self.max_source_positions
 
 
 class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
-    def __init__(self, cfg, dictionary, embed_tokens):
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding):
         FairseqIncrementalDecoder.__init__(self, dictionary)
         self.cfg = cfg
         self.padding_idx = dictionary.pad()
@@ -130,15 +130,18 @@ class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
 
     def forward(self, prev_output_tokens: Tensor, encoder_out: Optional[Dict[str, List[Tensor]]] = None,
                 incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
-                features_only: bool = False, full_context_alignment: bool = False, alignment_layer=None,
-                alignment_heads=None, src_lengths=None, return_all_hiddens: bool = False):
+                features_only: bool = False, full_context_alignment: bool = False,
+                alignment_layer: Optional[int] = None, alignment_heads: Optional[int] = None,
+                src_lengths: Optional[Any] = None,
+                return_all_hiddens: bool = False) -> Tuple[Tensor, Dict[str, Any]]:
         x, extra = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
         if not features_only:
             x = self.output_layer(x)
         return x, extra
 
     def extract_features(self, prev_output_tokens: Tensor, encoder_out: Optional[Dict[str, List[Tensor]]] = None,
-                         incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None, **kwargs):
+                         incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+                         **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
         offset = prev_output_tokens.size(1) - 1 if incremental_state is not None else 0
         tokens = prev_output_tokens[:, -1:] if incremental_state is not None else prev_output_tokens
         self._set_routing_context(tokens, incremental=incremental_state is not None)
@@ -168,5 +171,5 @@ class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
             features = features * (self.embed_dim ** -0.5)  # Mesh TensorFlow's rescaling for tied embeddings
         return self.output_projection(features)
 
-    def max_positions(self):
+    def max_positions(self) -> int:
         return self.max_target_positions

@@ -7,20 +7,16 @@ the teacher alone, with no all-to-all, in eval mode, routing every token (no cap
 
 import logging
 import os
-from typing import Optional
+from contextlib import nullcontext
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 from fairseq import models
 from fairseq.data import Dictionary
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record
-
-try:  # TEMPORARY until checkpoints.load_checkpoint_whole lands
-    from ..checkpoints import load_checkpoint_whole
-except ImportError:
-    from fairseq.checkpoint_utils import load_checkpoint_to_cpu as load_checkpoint_whole
+from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record, load_checkpoint_whole
 from ..modules.switch_layer import SwitchFFN
 from .switch_host import routing_mode
 
@@ -48,7 +44,7 @@ def _saved_dictionary(state: dict) -> Optional[str]:
 
 
 def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, flag: str = "--teacher-path",
-                             task=None) -> None:
+                             task: Optional[Any] = None) -> None:
     """Teacher and student must share one dictionary: distillation matches their distributions index by index.
 
     Compared by the fingerprint the checkpoint records, else (older checkpoints) with its training data's
@@ -89,12 +85,13 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_model(path: str, task, flag: str = "--path") -> nn.Module:
+def load_model(path: str, task: Any, flag: str = "--path") -> nn.Module:
     """Build the checkpoint's model for `task`'s dictionary and load it whole into this process, in eval mode."""
     state = read_checkpoint(path, flag)
     check_teacher_vocabulary(path, state, task.target_dictionary, flag, task)
     cfg = state["cfg"]
-    with open_dict(cfg.model):
+    # a Namespace for checkpoints of the argparse route, a DictConfig for Hydra's
+    with open_dict(cfg.model) if OmegaConf.is_config(cfg.model) else nullcontext():
         cfg.model.moe_local_experts = True  # runs on each rank alone, no token exchange
         cfg.model.moe_gen_drop = False  # see teacher_logits
     # fairseq's generic builder, not task.build_model: the task keeps per-model state (its
@@ -105,7 +102,7 @@ def load_model(path: str, task, flag: str = "--path") -> nn.Module:
     return model.eval()
 
 
-def load_teacher(path: str, task, flag: str = "--teacher-path") -> nn.Module:
+def load_teacher(path: str, task: Any, flag: str = "--teacher-path") -> nn.Module:
     """The checkpoint's model (`load_model`), frozen (kept on CPU until used)."""
     model = load_model(path, task, flag)
     n_layers = sum(1 for m in model.modules() if isinstance(m, SwitchFFN))

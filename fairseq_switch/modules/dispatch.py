@@ -15,7 +15,7 @@ capacity and mode the layer decided), and returns the output and the router's de
 
 import socket
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -54,7 +54,9 @@ class _TimedAllToAll(torch.autograd.Function):
     """fairscale's all-to-all, timed both ways into `clock` (on GPU this is launch time unless synchronous)."""
 
     @staticmethod
-    def forward(ctx, clock: "ExpertParallelDispatch", group, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, clock: "ExpertParallelDispatch", group: Any, x: torch.Tensor
+    ) -> torch.Tensor:
         ctx.clock = clock
         t0 = time.perf_counter()
         out = _AllToAll.forward(ctx, group, x)
@@ -62,7 +64,7 @@ class _TimedAllToAll(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, None, torch.Tensor]:  # type: ignore[override]
         t0 = time.perf_counter()
         _, out = _AllToAll.backward(ctx, grad)
         ctx.clock.a2a_seconds += time.perf_counter() - t0

@@ -12,7 +12,7 @@ Three small pieces, in the spirit of flaxformer's routers:
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn as nn

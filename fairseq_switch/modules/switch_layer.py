@@ -6,7 +6,7 @@ layer is built (`dispatch.py`) moves tokens to the experts and back.
 """
 
 from functools import partial
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,7 @@ class ExpertFFN(nn.Module):
 
 
 
-def _init_experts(num_experts: int, local_ids, make) -> nn.ModuleList:
+def _init_experts(num_experts: int, local_ids: Iterable[int], make: Callable[[], nn.Module]) -> nn.ModuleList:
     """Expert e gets the same initial weights whatever the rank count: one base seed is drawn from
     the (rank-identical) global RNG, and expert e is built under seed base + e."""
     base = int(torch.randint(0, 2**31 - 1 - num_experts, (1,), device="cpu"))

@@ -148,7 +148,7 @@ class T5Attention(nn.Module):
         return self.out_proj(out)
 
     def reorder_incremental_state(self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
-                                  new_order: Tensor):
+                                  new_order: Tensor) -> Dict[str, Dict[str, Optional[Tensor]]]:
         """Beam search reorders the batch: reorder the cached keys and values with it."""
         saved = self.get_incremental_state(incremental_state, "attn_state")
         if saved is not None:

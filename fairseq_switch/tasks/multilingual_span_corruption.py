@@ -14,7 +14,7 @@ scripts/multilingual_report.py (Fig. 7 and 8).
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 from fairseq import utils
@@ -53,7 +53,7 @@ def select_rows(sample: dict, rows: torch.Tensor, pad: int) -> dict:
     """The batch restricted to some of its rows (every per-row tensor indexed, counts recomputed)."""
     B = sample["target"].size(0)
 
-    def pick(v):
+    def pick(v: Any) -> Any:
         return v.index_select(0, rows) if torch.is_tensor(v) and v.dim() and v.size(0) == B else v
 
     out = {k: ({kk: pick(vv) for kk, vv in v.items()} if k == "net_input" else pick(v)) for k, v in sample.items()}
@@ -62,7 +62,7 @@ def select_rows(sample: dict, rows: torch.Tensor, pad: int) -> dict:
     return out
 
 
-def _add(a, b):
+def _add(a: Any, b: Any) -> Any:
     return b if a is None else a + b
 
 
@@ -71,7 +71,7 @@ class MultilingualSpanCorruptionTask(SpanCorruptionTask):
     cfg: MultilingualSpanCorruptionConfig
     prepare_script = "scripts/prepare_multilingual_data.py"
 
-    def __init__(self, cfg, dictionary):
+    def __init__(self, cfg: MultilingualSpanCorruptionConfig, dictionary: Any):
         super().__init__(cfg, dictionary)
         root = utils.split_paths(cfg.data)[0]
         found = available_languages(root)
@@ -92,7 +92,7 @@ class MultilingualSpanCorruptionTask(SpanCorruptionTask):
             raise ValueError(f"--languages lists a language twice: {cfg.languages}")
         sampling_probs([1] * len(self.languages), cfg.language_alpha)  # checks alpha now
 
-    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any) -> None:
         paths = utils.split_paths(self.cfg.data)
         root = paths[(epoch - 1) % len(paths)]
         datasets = []
@@ -119,7 +119,9 @@ class MultilingualSpanCorruptionTask(SpanCorruptionTask):
                         f"{self.cfg.language_alpha}: {shares}")
         self.datasets[split] = ds
 
-    def valid_step(self, sample, model, criterion):
+    def valid_step(
+        self, sample: Dict[str, Any], model: torch.nn.Module, criterion: Any
+    ) -> Tuple[Any, Any, Dict[str, Any]]:
         """The criterion on each language's rows: the batch's logs plus each language's nll and tokens."""
         if "lang" not in sample:
             return super().valid_step(sample, model, criterion)
@@ -136,7 +138,7 @@ class MultilingualSpanCorruptionTask(SpanCorruptionTask):
             merged[NTOK + name] = log["ntokens"]
         return total_loss, total_size, merged
 
-    def reduce_metrics(self, logging_outputs, criterion):
+    def reduce_metrics(self, logging_outputs: List[Dict[str, Any]], criterion: Any) -> None:
         super().reduce_metrics(logging_outputs, criterion)
         totals: Dict[str, List[float]] = {}
         for log in logging_outputs:

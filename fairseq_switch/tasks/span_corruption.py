@@ -9,7 +9,7 @@ concatenated (without separators, as in T5) and cut into chunks of the raw lengt
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from fairseq import utils
@@ -69,14 +69,16 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         self.example_lengths = example_lengths(
             self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel
         )
-        needed = num_sentinels_needed(self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel)
+        needed = num_sentinels_needed(
+            self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel
+        )
         sentinel_indices(dictionary, needed)  # fail now, with the fix, if the dictionary lacks them
         if cfg.probe:  # built now: a bad --probe fails before training starts
             spm = os.path.join(utils.split_paths(cfg.data)[0], "spm.model")
             self.probe = zero_shot.Probe(cfg, dictionary, spm, self.example_lengths[0], cfg.seed)
 
     @classmethod
-    def setup_task(cls, cfg: SpanCorruptionConfig, **kwargs):
+    def setup_task(cls, cfg: SpanCorruptionConfig, **kwargs: Any) -> "SpanCorruptionTask":
         paths = utils.split_paths(cfg.data)
         if not paths:
             raise ValueError("span_corruption: task.data is empty; point it at a prepared data folder")
@@ -95,7 +97,7 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         )
         return task
 
-    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any) -> None:
         paths = utils.split_paths(self.cfg.data)
         path = os.path.join(paths[(epoch - 1) % len(paths)], split)
         self.datasets[split] = self.span_corruption_dataset(path, split, combine)
@@ -135,11 +137,11 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
                     f"{len(chunks)} examples" + ("" if path.endswith(split) else f" ({path})"))
         return dataset
 
-    def begin_valid_epoch(self, epoch, model):
+    def begin_valid_epoch(self, epoch: int, model: torch.nn.Module) -> None:
         super().begin_valid_epoch(epoch, model)
         self._probe_due = bool(self.cfg.probe)  # once per validation, not once per valid subset
 
-    def post_validate(self, model, stats, agg):
+    def post_validate(self, model: torch.nn.Module, stats: Dict[str, Any], agg: Any) -> None:
         """Zero-shot probe (--probe): its metrics join the validation stats (JSON log, tensorboard),
         its per-point rows go to <probe_dir>/probe/<task>.jsonl. Every rank scores the same points, so
         an expert-parallel model's all-to-alls line up; only the first rank writes."""
@@ -154,12 +156,12 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
                                      [r.row(update=int(stats.get("num_updates", 0)))])
 
     @property
-    def source_dictionary(self):
+    def source_dictionary(self) -> Dictionary:
         return self.dictionary
 
     @property
-    def target_dictionary(self):
+    def target_dictionary(self) -> Dictionary:
         return self.dictionary
 
-    def max_positions(self):
+    def max_positions(self) -> Tuple[int, int]:
         return self.example_lengths

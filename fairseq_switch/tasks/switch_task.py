@@ -2,7 +2,9 @@
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
 
+import torch.nn as nn
 from fairseq.dataclass import FairseqDataclass
 
 from ..models.student_init import init_student_from
@@ -28,13 +30,22 @@ class CheckpointChecksConfig(FairseqDataclass):
 class SwitchTaskMixin:
     """Put before the fairseq task class: `class MyTask(SwitchTaskMixin, FairseqTask)`."""
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
+    def train_step(
+        self,
+        sample: Dict[str, Any],
+        model: nn.Module,
+        criterion: Any,
+        optimizer: Any,
+        update_num: int,
+        ignore_grad: bool = False,
+        **kwargs: Any,
+    ) -> Tuple[Any, Any, Dict[str, Any]]:
         # fairseq marks a dummy batch (this rank ran out of data) only through ignore_grad: its tokens
         # take no capacity slot and stay out of the aux-loss statistics; the exchanges still happen
         with routing_mode(model, "dummy") if ignore_grad else nullcontext():
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
 
-    def build_model(self, cfg, from_checkpoint=False):
+    def build_model(self, cfg: Any, from_checkpoint: bool = False) -> nn.Module:
         model = super().build_model(cfg, from_checkpoint)
         path = getattr(cfg, "student_init_from", None)
         # before fairseq restores checkpoint_last (a resumed run keeps its weights); never when a

@@ -34,6 +34,7 @@ import logging
 import os
 from argparse import Namespace
 from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from fairseq import utils
@@ -86,7 +87,7 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
     cfg: TextToTextConfig
 
     @classmethod
-    def setup_task(cls, cfg: TextToTextConfig, **kwargs):
+    def setup_task(cls, cfg: TextToTextConfig, **kwargs: Any) -> "TextToTextTask":
         cfg.source_lang = cfg.source_lang or SOURCE
         cfg.target_lang = cfg.target_lang or TARGET
         root = (cfg.data or "").split(os.pathsep)[0]
@@ -113,7 +114,7 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
                     f"{', '.join(mixture_names(cfg))}" if mixture_names(cfg) else ""))
         return cls(cfg, d, d)
 
-    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any) -> None:
         names = mixture_names(self.cfg)
         if not names:
             return super().load_dataset(split, epoch, combine, **kwargs)
@@ -121,7 +122,10 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
         src, tgt = [], []
         for name in names:
             prefix = os.path.join(root, name, f"{split}.{self.cfg.source_lang}-{self.cfg.target_lang}.")
-            for lang, d, out in ((self.cfg.source_lang, self.src_dict, src), (self.cfg.target_lang, self.tgt_dict, tgt)):
+            for lang, d, out in (
+                (self.cfg.source_lang, self.src_dict, src),
+                (self.cfg.target_lang, self.tgt_dict, tgt),
+            ):
                 ds = data_utils.load_indexed_dataset(prefix + lang, d, self.cfg.dataset_impl)
                 if ds is None:
                     raise FileNotFoundError(f"text_to_text: mixture task {name!r} has no {split} split ({prefix}{lang}"
@@ -137,7 +141,7 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
             offsets=[0] + list(src_all.cumulative_sizes[:-1]),
         )
 
-    def build_model(self, cfg, from_checkpoint=False):
+    def build_model(self, cfg: Any, from_checkpoint: bool = False) -> torch.nn.Module:
         if getattr(cfg, "moe_expert_count", 0) and getattr(cfg, "moe_expert_dropout", None) is None:
             if OmegaConf.is_config(cfg):
                 with open_dict(cfg):
@@ -150,7 +154,9 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
             self.sequence_generator = self.build_generator([model], Namespace(**gen_args))
         return model
 
-    def valid_step(self, sample, model, criterion):
+    def valid_step(
+        self, sample: Dict[str, Any], model: torch.nn.Module, criterion: Any
+    ) -> Tuple[Any, Any, Dict[str, Any]]:
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if EVAL_METRICS[str(self.cfg.eval_metric)]:
             # route as fairseq-generate does (every token, unless --moe-gen-drop)
@@ -159,7 +165,7 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
             logging_output.update(self.generation_logs(sample, out))
         return loss, sample_size, logging_output
 
-    def generation_logs(self, sample, out) -> dict:
+    def generation_logs(self, sample: Dict[str, Any], out: List[List[Dict[str, Any]]]) -> dict:
         """The --eval-metric scores of the best hypotheses in `out` (inference_step's) against the batch's
         targets, as sums over examples (so that batches and ranks add up) for reduce_metrics.
 
@@ -186,16 +192,16 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
         return logs
 
     @property
-    def spm_model(self):
+    def spm_model(self) -> Optional[str]:
         """The data's spm.model (prepare_downstream_data.py copies the pretraining one), or None."""
         root = (self.cfg.data or "").split(os.pathsep)[0]
         path = os.path.join(root, *mixture_names(self.cfg)[:1], "spm.model")
         return path if os.path.isfile(path) else None
 
-    def reduce_metrics(self, logging_outputs, criterion):
+    def reduce_metrics(self, logging_outputs: List[Dict[str, Any]], criterion: Any) -> None:
         super().reduce_metrics(logging_outputs, criterion)
 
-        def total(key):
+        def total(key: str) -> Any:
             return sum(log.get(key, 0) for log in logging_outputs)
 
         names = EVAL_METRICS[str(self.cfg.eval_metric)]
@@ -216,16 +222,18 @@ class TextToTextTask(SwitchTaskMixin, TranslationTask):
 class MixtureDataset(LanguagePairDataset):
     """fairseq's language-pair dataset over concatenated tasks; batches carry each example's task index."""
 
-    def __init__(self, *args, offsets, **kwargs):
+    def __init__(self, *args: Any, offsets: List[int], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.offsets = offsets  # index of each task's first example
 
-    def collater(self, samples, pad_to_length=None):
+    def collater(
+        self, samples: List[Dict[str, Any]], pad_to_length: Optional[Dict[str, int]] = None
+    ) -> Dict[str, Any]:
         batch = super().collater(samples, pad_to_length)
         if batch:  # after fairseq's reordering by length, so read the task from the batch's ids
             batch["task_ids"] = torch.tensor([bisect.bisect_right(self.offsets, i) - 1 for i in batch["id"].tolist()])
         return batch
 
 
-def mixture_names(cfg) -> list:
+def mixture_names(cfg: Any) -> list:
     return [n.strip() for n in (getattr(cfg, "mixture", "") or "").split(",") if n.strip()]

@@ -1,0 +1,74 @@
+"""The console commands that setup.py installs, each a dispatcher over the package's `main` functions.
+
+`fairseq-switch-prepare pretraining --out data-bin/x corpus.txt` runs the same code, with the same
+options, as `python scripts/prepare_pretraining_data.py --out data-bin/x corpus.txt`. The target
+module is imported only when its command runs, so `--help` is instant and fairseq is loaded only
+by the commands that need it.
+"""
+
+import importlib
+import sys
+from typing import Dict, List, Optional
+
+# command -> subcommand -> "module:function" (a `main(argv) -> int`)
+COMMANDS: Dict[str, Dict[str, str]] = {
+    "fetch": {
+        "pretraining": "fairseq_switch.corpora.pretraining:main",
+        "multilingual": "fairseq_switch.corpora.multilingual:main",
+        "downstream": "fairseq_switch.corpora.downstream.build:main",
+        "demo": "fairseq_switch.corpora.demo:main",
+    },
+    "prepare": {
+        "pretraining": "fairseq_switch.corpora.prepare.pretraining:main",
+        "multilingual": "fairseq_switch.corpora.prepare.multilingual:main",
+        "downstream": "fairseq_switch.corpora.prepare.downstream:main",
+        "demo": "fairseq_switch.corpora.prepare.demo:main",
+        "teacher-cache": "fairseq_switch.precompute_teacher:main",
+    },
+    "report": {
+        "scaling": "fairseq_switch.reports.scaling:main",
+        "distillation": "fairseq_switch.reports.distillation:main",
+        "multilingual": "fairseq_switch.reports.multilingual:main",
+        "upstream-downstream": "fairseq_switch.reports.upstream_downstream:main",
+        "generations": "fairseq_switch.reports.generations:main",
+        "model-stats": "fairseq_switch.reports.model_stats:main",
+        "probe-checkpoints": "fairseq_switch.reports.probe_checkpoints:main",
+        "finetune-checkpoints": "fairseq_switch.reports.finetune_checkpoints:main",
+        "demo": "fairseq_switch.reports.demo:main",
+    },
+}
+
+
+def _usage(command: str) -> str:
+    subs = "\n".join(f"  {name:22s} {target.split(':')[0]}" for name, target in COMMANDS[command].items())
+    return (f"usage: fairseq-switch-{command} <subcommand> [options]  (<subcommand> --help for its options)\n\n"
+            f"subcommands:\n{subs}\n")
+
+
+def run(command: str, argv: Optional[List[str]] = None) -> int:
+    """Run `fairseq-switch-<command> <subcommand> ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    table = COMMANDS[command]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(command), end="")
+        return 0 if argv else 2
+    sub, rest = argv[0], argv[1:]
+    if sub not in table:
+        print(f"fairseq-switch-{command}: unknown subcommand {sub!r}; choose one of {', '.join(table)}",
+              file=sys.stderr)
+        return 2
+    module, function = table[sub].split(":")
+    sys.argv = [f"fairseq-switch-{command} {sub}", *rest]  # argparse's prog in usage and errors
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+
+
+def fetch() -> int:
+    return run("fetch")
+
+
+def prepare() -> int:
+    return run("prepare")
+
+
+def report() -> int:
+    return run("report")

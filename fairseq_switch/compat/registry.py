@@ -1,0 +1,190 @@
+"""Every patch the plugin applies to fairseq, torch and Python: what it replaces and why.
+
+The plugin was written for fairseq 0.12 (the pinned fairseq-fixed==0.12.3.1) and torch 2.13; each entry
+records the signature its target had there (tests/test_fairseq_compat.py checks it on the original), so
+a stack upgrade that moves a target fails a test instead of silently changing behaviour.
+"""
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import fixes
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One attribute the plugin replaces.
+
+    `make(original)` returns the replacement (with `shared`: `make(original, shared_object)`, one object
+    per `shared` factory, made when the patches are applied, so the replacements of a group can talk to
+    each other). `assign=False`: `make` hands the plugin's values to the target, which stays in place.
+    `signature`: the target's parameters (annotations left out) as the patch expects them; a trailing
+    `...` leaves later parameters free. `checked`: check the signature of this attribute of the target
+    instead (a class whose method is what the patch relies on)."""
+
+    name: str
+    target: str  # "module:attribute[.attribute]"
+    signature: str
+    replaces: str
+    why: str
+    make: Callable[..., Any]
+    shared: Optional[Callable[[], Any]] = None
+    assign: bool = True
+    checked: str = ""
+
+    def resolve(self) -> Tuple[Any, str]:
+        """The object holding the target attribute (imported if needed), and the attribute's name."""
+        module, attribute = self.target.split(":")
+        owner = importlib.import_module(module)
+        *path, attr = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        return owner, attr
+
+    def current(self) -> Any:
+        """The target attribute as it is now (a property or staticmethod object, not what it returns)."""
+        owner, attr = self.resolve()
+        return inspect.getattr_static(owner, attr) if inspect.isclass(owner) else getattr(owner, attr)
+
+
+def _new_checkpoint_hooks() -> Any:
+    from ..checkpoints import CheckpointHooks
+
+    return CheckpointHooks()
+
+
+def _checkpoints(method: str) -> Callable[[Any, Any], Any]:
+    """The replacement built by CheckpointHooks.<method> (the state the checkpoint patches share lives there)."""
+
+    def make(original: Any, hooks: Any) -> Any:
+        return getattr(hooks, method)(original)
+
+    make.__name__ = make.__qualname__ = f"CheckpointHooks.{method}"
+    return make
+
+
+_CHECKPOINT = dict(shared=_new_checkpoint_hooks)
+_SHARDED = ("expert-sharded saves: fairseq saves from rank 0 only and loads rank 0's file everywhere, which "
+            "would drop every other rank's experts (checkpoints.py)")
+
+PATCHES: List[Patch] = [
+    Patch(
+        "plugin_errors_as_one_line", "sys:excepthook", "(exctype, value, traceback, /)",
+        "Python's excepthook: a full traceback through fairseq and torch",
+        "the plugin's input errors (ValueError, FileNotFoundError, UnsupportedStack it raises) print as one "
+        "line, the message the user needs (cli_errors.py)",
+        fixes.one_line_errors),
+    Patch(
+        "fairseq_checkpoint_types", "torch.serialization:add_safe_globals", "(safe_globals)",
+        "nothing: adds the types to torch's weights_only allow-list",
+        "torch >= 2.6 loads with weights_only=True and fairseq 0.12 calls torch.load(f, map_location=...); its "
+        "checkpoints hold an argparse.Namespace and a few numpy types, allowed by name instead of turning the "
+        "safety check off",
+        fixes.allow_fairseq_checkpoint_types, assign=False),
+    Patch(
+        "user_dir_registers", "fairseq.utils:import_user_module", "(args)",
+        "fairseq's --user-dir import, which skips a package already imported",
+        "a process that imported an analysis module of the package before fairseq still registers the plugin "
+        "when fairseq is given --user-dir fairseq_switch (plugin.py adds the import hook that installs it)",
+        fixes.user_dir_registers),
+    Patch(
+        "batch_by_size", "fairseq.data.data_utils:batch_by_size",
+        "(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None, "
+        "required_batch_size_multiple=1, fixed_shapes=None)",
+        "fairseq-fixed 0.12.3.1's compiled batcher",
+        "it silently drops the final examples when --required-batch-size-multiple (default 8) exceeds what is "
+        "left (measured: 20 test sentences with --batch-size 20 gave one batch of 16, so fairseq-generate "
+        "translated 16 of 20 and validation skipped the longest examples); the dropped indices become final "
+        "batches",
+        fixes.batch_by_size),
+    Patch(
+        "grad_norm_with_experts", "fairseq.utils:clip_grad_norm_", "(params, max_norm, aggregate_norm_fn=None)",
+        "fairseq's gradient norm and clipping",
+        "it leaves out every parameter marked `expert`, so the logged norm and the clipping ignored the experts; "
+        "they are counted, once each across expert-parallel ranks (distributed.py)",
+        fixes.grad_norm_with_experts),
+    Patch(
+        "cpu_ddp_without_device_ids", "fairseq.models.distributed_fairseq_model:DistributedDataParallel",
+        "(module, device_ids=None, output_device=None, ...)",
+        "torch's DistributedDataParallel as fairseq's c10d backend builds it",
+        "fairseq passes device_ids=[device_id] even for a CPU model, which torch rejects, so --cpu multi-process "
+        "training with the default backend failed; a CPU model gets no device ids",
+        fixes.ddp_without_cpu_device_ids),
+    Patch(
+        "torchrun_without_gpus", "fairseq.distributed.utils:_infer_torch_distributed_launch_init", "(cfg)",
+        "fairseq's reading of torchrun's environment",
+        "it sets device_id = rank % torch.cuda.device_count(), a ZeroDivisionError without GPUs; device 0 is "
+        "used there (the id is unused on CPU)",
+        fixes.torchrun_without_gpus),
+    Patch(
+        "nan_detector_output_grads", "fairseq.nan_detector:NanDetector.add_hooks", "(self, module)",
+        "NanDetector's legacy register_backward_hook on every module",
+        "on each forward torch then looks for a tensor in the output by `[0]` or a dict's first value and crashes "
+        "(StopIteration) on fairseq's encoder output, a dict of lists, hiding the FloatingPointError and the "
+        "report of which module went non-finite; the gradient of each output tensor is hooked instead (what "
+        "the legacy hook reported as grad_output)",
+        fixes.nan_detector_add_hooks),
+    Patch(
+        "bf16_on_cpu", "fairseq.distributed.utils:call_main", "(cfg, main, **kwargs)",
+        "fairseq's entry into training, after fairseq-train's argument post-processing",
+        "that post-processing turns --bf16 into TPU mode, so `fairseq-train --bf16 --cpu` looked for an XLA "
+        "device while fairseq-hydra-train with common.bf16=true trains in bf16 on the CPU; with --cpu the "
+        "implied TPU mode is switched off, as on the Hydra route",
+        fixes.bf16_on_cpu),
+    # -- checkpoints (checkpoints.py): one CheckpointHooks object shared by these replacements
+    Patch(
+        "trainer_save_checkpoint", "fairseq.trainer:Trainer.save_checkpoint", "(self, filename, extra_state)",
+        "the Trainer's save (rank 0 writes everything)",
+        f"{_SHARDED}; every save gets a save id and, once complete, a manifest",
+        _checkpoints("trainer_save"), **_CHECKPOINT),
+    Patch(
+        "trainer_load_checkpoint", "fairseq.trainer:Trainer.load_checkpoint",
+        "(self, filename, reset_optimizer=False, reset_lr_scheduler=False, optimizer_overrides=None, "
+        "reset_meters=False)",
+        "the Trainer's load (rank 0's file broadcast to every rank)",
+        f"{_SHARDED}; a plain resume falls back to the newest complete save; vocabulary and dictionary checks",
+        _checkpoints("trainer_load"), **_CHECKPOINT),
+    Patch(
+        "trainer_saves_on_expert_ranks", "fairseq.trainer:Trainer.should_save_checkpoint_on_current_rank",
+        "(self)", "which ranks save (rank 0 only)",
+        f"{_SHARDED}; every rank holding distinct experts saves",
+        _checkpoints("trainer_should_save"), **_CHECKPOINT),
+    Patch(
+        "trainer_checkpoint_suffix", "fairseq.trainer:Trainer.checkpoint_suffix", "(self)",
+        "the suffix of the files a rank saves",
+        f"{_SHARDED}; while saving, ranks >= 1 name (copy, prune) their own -experts-rank{{r}} files",
+        _checkpoints("trainer_suffix"), **_CHECKPOINT),
+    Patch(
+        "save_checkpoint", "fairseq.checkpoint_utils:save_checkpoint", "(cfg, trainer, epoch_itr, val_loss)",
+        "fairseq-train's save, copies to checkpoint_last/best and pruning",
+        "marks the files of one save for the Trainer's save and the copies; removes the manifests of pruned "
+        "saves",
+        _checkpoints("checkpoint_utils_save"), **_CHECKPOINT),
+    Patch(
+        "load_checkpoint_to_cpu", "fairseq.checkpoint_utils:load_checkpoint_to_cpu",
+        "(path, arg_overrides=None, load_on_all_ranks=False)",
+        "every checkpoint read (resume, fine-tuning, fairseq-generate)",
+        "an unreadable file is named (torch says `PytorchStreamReader failed` without the file); the save is cut "
+        "for this process's experts; the vocabulary and dictionary the caller expects are checked",
+        _checkpoints("load_checkpoint_to_cpu"), **_CHECKPOINT),
+    Patch(
+        "load_model_ensemble_and_task", "fairseq.checkpoint_utils:load_model_ensemble_and_task",
+        "(filenames, arg_overrides=None, task=None, strict=True, suffix='', num_shards=1, state=None)",
+        "fairseq-generate's model loading",
+        "the task's dictionary must be the one the checkpoint was trained with (its recorded fingerprint)",
+        _checkpoints("load_model_ensemble_and_task"), **_CHECKPOINT),
+    Patch(
+        "atomic_saves", "fairseq.checkpoint_utils:torch_persistent_save", "(obj, filename, async_write=False)",
+        "fairseq's file write (in place)",
+        "a kill mid-write left a truncated checkpoint; each file is written to a temporary name and renamed "
+        "(file_io.py)",
+        _checkpoints("torch_persistent_save"), **_CHECKPOINT),
+    Patch(
+        "atomic_copies", "fairseq.checkpoint_utils:PathManager", "(src_path, dst_path, overwrite=False)",
+        "the PathManager checkpoint_utils copies saves with (byte by byte, in place)",
+        "a kill mid-copy left a truncated checkpoint_last.pt; each copy is atomic (a hard link where possible) "
+        "and the copied save gets its manifest",
+        _checkpoints("path_manager"), checked="copy", **_CHECKPOINT),
+]

@@ -1,0 +1,421 @@
+"""Scaling report for a sweep over the number of experts (paper Figs. 4 and 5).
+
+    fairseq-hydra-train -m --config-dir config --config-name pretrain_tiny model.moe_expert_count=0,2,8,32
+    python scripts/scaling_report.py multirun/2026-11-25/20-10-00
+
+Inputs (any mix):
+  * SWEEP_DIR: a Hydra multirun directory; each subdirectory holding `.hydra/` or a `*.log` is a job.
+  * a job directory itself (`.hydra/config.yaml` + `hydra_train.log`), or a plain fairseq-train run
+    directory / log file (expert count then read from the `moe_expert_count=N` in the logged config).
+  * `--run EXPERTS=PATH`: a run directory or log file with its expert count given explicitly.
+
+Training must log JSON (`common.log_format: json`) and validate at least once
+(`dataset.validate_interval_updates`). Writes into --out (default: <first path>/report):
+nlp_vs_steps.png, nlp_vs_time.png, loss_vs_params.png, report.md, report.json.
+
+Quality is the validation negative log perplexity (natural log, = -NLL per token in nats; higher is
+better): the logged `neg_log_perplexity` if present, else -nll_loss * ln 2 (fairseq logs base 2).
+
+Wall-clock time of a validation point: fairseq's valid records carry no time, so it is interpolated
+linearly in (num_updates, wall) over the train_inner and end-of-epoch train records (`wall` = seconds
+since training started, validation time included; where several records share an update count the
+last logged wins). Before the first such record the interpolation runs from (0 updates, 0 s); past the
+last one it extrapolates along the last two records (with a single record: at that record's
+seconds per update).
+
+Speed-ups (Fedus et al. 2021, Sec. 3): q* = the dense (0 experts) run's final validation neg. log perplexity.
+Step speed-up of M = dense final update count / the first update at which M reaches q*, linearly
+interpolated between the two validation points around the crossing (if M is already at q* at its first
+validation, that point is used). Time speed-up: the same in wall-clock seconds. A run that never
+reaches q* reports "not reached" (null in report.json).
+"""
+
+import argparse
+import json
+import math
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ..logs import json_records, logged_arg, model_params
+from . import plots
+from .runs import VALIDATE_HINT, collect_paths, read_log, validation_curve
+from .tables import fmt, md_table
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Run:
+    experts: int
+    path: Path  # run directory (or the log file given directly)
+    log: Path
+    params: Optional[int]
+    updates: List[float]  # validation points, increasing num_updates
+    nlp: List[float]  # validation neg. log perplexity (nats) at those points
+    loss: List[float]  # validation loss as logged (base 2)
+    wall: Optional[List[float]]  # interpolated wall seconds at those points; None without time records
+
+    @property
+    def label(self) -> str:
+        return experts_label(self.experts)
+
+
+def experts_label(n: int) -> str:
+    return "dense" if n == 0 else f"{n} experts" if n != 1 else "1 expert"
+
+
+# ----------------------------------------------------------------------------------------------
+# pure functions: interpolation, crossings, speed-ups
+
+
+def time_points(lines: Sequence[str]) -> List[Tuple[float, float]]:
+    """(num_updates, wall) from train_inner and end-of-epoch train records, increasing in updates.
+
+    Records are taken in log order; for a repeated update count the last logged wall wins.
+    """
+    pts: Dict[float, float] = {}
+    order = []  # records in log order, so that "last logged" is well defined across both tags
+    for line in lines:
+        order += json_records([line], "train_inner") or json_records([line], "train")
+    for r in order:
+        u, w = r.get("num_updates"), r.get("wall")
+        if isinstance(u, (int, float)) and isinstance(w, (int, float)):
+            pts[float(u)] = float(w)
+    return sorted(pts.items())
+
+
+def interp_wall(points: Sequence[Tuple[float, float]], u: float) -> Optional[float]:
+    """Wall seconds at update u from (updates, wall) points (see the module docstring)."""
+    if not points:
+        return None
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    if u <= xs[0]:
+        return ys[0] * u / xs[0] if xs[0] > 0 else ys[0]
+    for i in range(1, len(xs)):
+        if u <= xs[i]:
+            return ys[i - 1] + (u - xs[i - 1]) * (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+    if len(xs) == 1:
+        return ys[0] * u / xs[0] if xs[0] > 0 else ys[0]
+    slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    return ys[-1] + (u - xs[-1]) * slope
+
+
+def crossing(xs: Sequence[float], qs: Sequence[float], target: float) -> Optional[float]:
+    """First x at which the curve qs(xs) reaches target (qs >= target), linearly interpolated between
+    the two points around the crossing; xs[0] if already reached at the first point; None if never."""
+    for i, q in enumerate(qs):
+        if q >= target:
+            if i == 0:
+                return float(xs[0])
+            q0, q1 = qs[i - 1], q
+            frac = (target - q0) / (q1 - q0)
+            return xs[i - 1] + frac * (xs[i] - xs[i - 1])
+    return None
+
+
+def speedups(runs: Sequence[Run]) -> Optional[Dict]:
+    """Speed-ups over the dense run (the paper's Sec. 3), per expert count; None if there is no dense run."""
+    dense = next((r for r in runs if r.experts == 0), None)
+    if dense is None:
+        return None
+    q_star = dense.nlp[-1]
+    d_updates = dense.updates[-1]
+    d_wall = dense.wall[-1] if dense.wall else None
+    out = {"q_star": q_star, "dense_updates": d_updates, "dense_wall": d_wall, "runs": {}}
+    for r in runs:
+        if r is dense:
+            u_cross, t_cross = d_updates, d_wall
+        else:
+            u_cross = crossing(r.updates, r.nlp, q_star)
+            t_cross = crossing(r.wall, r.nlp, q_star) if r.wall else None
+        out["runs"][r.experts] = {
+            "updates_to_reach": u_cross,
+            "seconds_to_reach": t_cross,
+            "step_speedup": d_updates / u_cross if u_cross else None,
+            "time_speedup": d_wall / t_cross if (d_wall is not None and t_cross) else None,
+        }
+    return out
+
+
+def expert_count_from_config(run_dir: Path) -> Optional[int]:
+    """model.moe_expert_count from .hydra/config.yaml, else from .hydra/overrides.yaml; None if neither."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if cfg_path.is_file():
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}  # plain YAML: ${...} interpolations stay strings
+        model = cfg.get("model") if isinstance(cfg, dict) else None
+        if isinstance(model, dict):
+            n = _as_int(model.get("moe_expert_count"))
+            if n is not None:
+                return n
+    ov_path = run_dir / ".hydra" / "overrides.yaml"
+    if ov_path.is_file():
+        for item in yaml.safe_load(ov_path.read_text()) or []:
+            m = re.fullmatch(r"\+{0,2}model\.moe_expert_count=(.+)", str(item).strip())
+            if m:
+                n = _as_int(m.group(1).strip())
+                if n is not None:
+                    return n
+    return None
+
+
+def _as_int(v: Any) -> Optional[int]:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"\d+", v.strip()):
+        return int(v)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# reading runs
+
+
+def read_run(path: Path, experts: Optional[int] = None) -> Run:
+    """One run's validation curve, wall times and parameter count; `experts` read from its config if None."""
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist; pass a Hydra sweep dir, a job dir or --run EXPERTS=PATH")
+    log, lines = read_log(path)
+    run_dir = path if path.is_dir() else path.parent
+
+    if experts is None:
+        experts = expert_count_from_config(run_dir)
+    if experts is None:
+        experts = _as_int(logged_arg(lines, "moe_expert_count"))
+    if experts is None:
+        raise SystemExit(
+            f"error: cannot tell the expert count of {path}: no model.moe_expert_count in "
+            f"{run_dir}/.hydra/config.yaml or overrides.yaml, nor in the config logged in {log}; "
+            f"give it explicitly with --run EXPERTS={path}"
+        )
+
+    valid = validation_curve(lines)
+    if not valid:
+        raise SystemExit(f"error: no validation records (with num_updates and nll_loss) in {log}: {VALIDATE_HINT}")
+    updates = sorted(valid)
+    pts = time_points(lines)
+    wall = [interp_wall(pts, u) for u in updates] if pts else None
+    losses = [valid[u][1].get("loss") for u in updates]
+    loss = [v if isinstance(v, (int, float)) else float("nan") for v in losses]
+    return Run(
+        experts=experts, path=path, log=log, params=model_params(lines), updates=updates,
+        nlp=[valid[u][0] for u in updates], loss=loss, wall=wall,
+    )
+
+
+def parse_run_arg(s: str) -> Tuple[int, Path]:
+    label, sep, path = s.partition("=")
+    n = _as_int(label)
+    if not sep or n is None or not path:
+        raise SystemExit(f"error: --run {s!r}: expected EXPERTS=PATH with EXPERTS an integer (0 = dense)")
+    return n, Path(path)
+
+
+def read_runs(paths: Sequence[Path], run_args: Sequence[str]) -> List[Run]:
+    runs = [read_run(p) for p in collect_paths(paths)]
+    runs += [read_run(p, n) for n, p in (parse_run_arg(s) for s in run_args)]
+    seen: Dict[int, Run] = {}
+    for r in runs:
+        if r.experts in seen:
+            raise SystemExit(
+                f"error: two runs with {r.experts} experts: {seen[r.experts].path} and {r.path}; "
+                "pass only one of them (or give one an explicit --run EXPERTS=PATH)"
+            )
+        seen[r.experts] = r
+    return sorted(runs, key=lambda r: r.experts)
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def summarize(runs: Sequence[Run]) -> Dict:
+    sp = speedups(runs)
+    rows = []
+    for r in runs:
+        wall = r.wall[-1] if r.wall else None
+        row = {
+            "experts": r.experts,
+            "label": r.label,
+            "path": str(r.path),
+            "log": str(r.log),
+            "params": r.params,
+            "updates": r.updates[-1],
+            "final_valid_loss": r.loss[-1] if not math.isnan(r.loss[-1]) else None,
+            "final_valid_neg_log_perplexity": r.nlp[-1],
+            "wall_seconds": wall,
+            "sec_per_update": wall / r.updates[-1] if wall is not None and r.updates[-1] else None,
+            "curve": [
+                {"num_updates": u, "wall": (r.wall[i] if r.wall else None), "neg_log_perplexity": q,
+                 "loss": (r.loss[i] if not math.isnan(r.loss[i]) else None)}
+                for i, (u, q) in enumerate(zip(r.updates, r.nlp))
+            ],
+        }
+        if sp is not None:
+            row.update(sp["runs"][r.experts])
+        rows.append(row)
+    return {
+        "dense_final_neg_log_perplexity": sp["q_star"] if sp else None,
+        "speedup_definition": SPEEDUP_TEXT if sp else None,
+        "runs": rows,
+    }
+
+
+SPEEDUP_TEXT = (
+    "q* = the dense run's final validation negative log perplexity. Step speed-up = dense final update "
+    "count / the first update at which the run reaches q* (linear interpolation between the two "
+    "validation points around the crossing); time speed-up = the same in wall-clock seconds (validation "
+    "wall times are interpolated from the train_inner/train records' `wall`, which includes validation "
+    "time). 'not reached': the run never got to q*."
+)
+
+
+def markdown_table(summary: Dict) -> str:
+    with_sp = summary["dense_final_neg_log_perplexity"] is not None
+    head = ["experts", "params", "updates", "final valid loss", "final valid neg. log ppl", "wall s", "s/update"]
+    if with_sp:
+        head += ["updates to q*", "step speed-up", "s to q*", "time speed-up"]
+    rows = []
+    for r in summary["runs"]:
+        cells = [
+            r["label"], fmt(r["params"], ",", "?"), f"{r['updates']:g}", fmt(r["final_valid_loss"]),
+            fmt(r["final_valid_neg_log_perplexity"], ".4f"), fmt(r["wall_seconds"], ".0f"),
+            fmt(r["sec_per_update"], ".3f"),
+        ]
+        if with_sp:
+            nr = "not reached"
+            no_time = nr if r["updates_to_reach"] is None else "no wall time"
+            cells += [
+                fmt(r["updates_to_reach"], ".1f", nr), fmt(r["step_speedup"], ".2f", nr, "x"),
+                fmt(r["seconds_to_reach"], ".0f", no_time), fmt(r["time_speedup"], ".2f", no_time, "x"),
+            ]
+        rows.append(cells)
+    return "\n".join(md_table(head, rows))
+
+
+def report_markdown(summary: Dict, title: str) -> str:
+    parts = [f"# {title}", "", markdown_table(summary), ""]
+    q = summary["dense_final_neg_log_perplexity"]
+    if q is not None:
+        parts += [f"Speed-ups over the dense run (q* = {q:.4f} nats/token):", "", SPEEDUP_TEXT, ""]
+    else:
+        parts += [NO_DENSE_NOTE, ""]
+    parts += [
+        "Neg. log perplexity = -(validation NLL per token in nats), higher is better; from the logged "
+        "`neg_log_perplexity`, else -nll_loss x ln 2. 'wall s' is the interpolated wall-clock time at the "
+        "final validation; 's/update' = wall s / updates. Params: fairseq's logged model parameter count.",
+        "",
+        "![neg. log perplexity vs updates](nlp_vs_steps.png)",
+        "![neg. log perplexity vs wall-clock time](nlp_vs_time.png)",
+        "![final neg. log perplexity vs parameters](loss_vs_params.png)",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+NO_DENSE_NOTE = "No dense run (0 experts) in the sweep: speed-up columns omitted."
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+
+
+def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[str]:
+    """The three PNGs of the report (paper Figs. 4 and 5); returns notes on runs left out of a plot."""
+    plt = plots.pyplot()
+    notes = []
+    cmap = plt.get_cmap("viridis")
+    sparse = [r for r in runs if r.experts != 0]
+    colors = {r.experts: cmap(0.1 + 0.75 * i / max(len(sparse) - 1, 1)) for i, r in enumerate(sparse)}
+    colors[0] = "black"
+    q_star = summary["dense_final_neg_log_perplexity"]
+    title = textwrap.fill(title, 60)  # long titles wrap instead of running off the figure
+
+    def curve_plot(fname: str, xlabel: str, xs_of: Callable[[Run], Optional[List[float]]]) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for r in runs:
+            xs = xs_of(r)
+            if xs is None:
+                notes.append(f"note: {r.label} ({r.path}) has no wall time records; left out of {fname}")
+                continue
+            ax.plot(xs, r.nlp, marker="o", ms=3, color=colors[r.experts], label=r.label)
+        if q_star is not None:
+            ax.axhline(q_star, color="gray", ls=":", lw=1, label="dense final")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("neg. log perplexity (validation)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.save(fig, out / fname)
+
+    curve_plot("nlp_vs_steps.png", "training step (updates)", lambda r: r.updates)
+    curve_plot("nlp_vs_time.png", "training time (seconds)", lambda r: r.wall)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    pts = [(r.params, r.nlp[-1], r) for r in runs if r.params]
+    for r in runs:
+        if not r.params:
+            notes.append(f"note: no parameter count logged for {r.label} ({r.log}); left out of loss_vs_params.png")
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="gray", lw=1, zorder=1)
+        for p, q, r in pts:
+            ax.scatter([p], [q], color=colors[r.experts], zorder=2)
+            ax.annotate(r.label, (p, q), textcoords="offset points", xytext=(5, -12), fontsize=8)
+        ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.1)
+    ax.set_xlabel("model parameters")
+    ax.set_ylabel("final neg. log perplexity (validation)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    plots.save(fig, out / "loss_vs_params.png")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
+    """The command line's work: read the runs, write the report files, print the table; returns the summary."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="*", type=Path, help="Hydra sweep dirs (multirun/DATE/TIME) or job/run dirs")
+    ap.add_argument("--run", action="append", default=[], metavar="EXPERTS=PATH",
+                    help="a run dir or log file with its expert count (0 = dense); repeatable")
+    ap.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
+    ap.add_argument("--title", default="Switch Transformer scaling", help="plot and report title")
+    a = ap.parse_args(argv)
+    if not a.paths and not a.run:
+        ap.error("give at least one sweep/run directory or --run EXPERTS=PATH")
+
+    runs = read_runs(a.paths, a.run)
+    if a.out is None:
+        first = a.paths[0] if a.paths else parse_run_arg(a.run[0])[1]
+        a.out = (first if first.is_dir() else first.parent) / "report"
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    summary = summarize(runs)
+    summary["title"] = a.title
+    notes = plot_all(runs, summary, a.out, a.title)
+    (a.out / "report.md").write_text(report_markdown(summary, a.title))
+    (a.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    print(markdown_table(summary))
+    if summary["dense_final_neg_log_perplexity"] is None:
+        print(f"note: {NO_DENSE_NOTE}")
+    for n in notes:
+        print(n)
+    print(f"wrote {a.out}/{{nlp_vs_steps.png,nlp_vs_time.png,loss_vs_params.png,report.md,report.json}}")
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    make_report(argv)
+    return 0
