@@ -180,10 +180,9 @@ class SwitchDistillationCriterion(SwitchCrossEntropyCriterion):
         super().reduce_metrics(logging_outputs)
         total = partial(log_total, logging_outputs)
         ntokens = total("ntokens")
-        if ntokens > 0 and any("kd_loss" in log for log in logging_outputs):
-            # per target token, in bits like fairseq's loss
-            metrics.log_scalar("gt_loss", float(total("gt_loss")) / ntokens / math.log(2), ntokens, round=3)
-            metrics.log_scalar("kd_loss", float(total("kd_loss")) / ntokens / math.log(2), ntokens, round=3)
+        logged_kd = ntokens > 0 and any("kd_loss" in log for log in logging_outputs)
+        for key in ("gt_loss", "kd_loss") if logged_kd else ():  # per target token, in bits like fairseq's loss
+            metrics.log_scalar(key, float(total(key)) / ntokens / math.log(2), ntokens, round=3)
         lookups = total("teacher_cache_lookups")
         if lookups:
             metrics.log_scalar("teacher_cache_hit", float(total("teacher_cache_hits")) / lookups, lookups, round=3)
