@@ -21,9 +21,10 @@ echo "[install] torch 2.13.0 (CPU wheel; a CUDA machine can pre-install its own 
 pip_install "torch==2.13.0"
 echo "[install] fairseq's real dependencies, fairscale, tooling"
 pip_install "hydra-core==1.3.2" "omegaconf==2.3.0" cffi cython "numpy<2.3" regex sacrebleu tqdm \
-  bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest "ruff==0.16.9" \
+  bitarray scikit-learn packaging "fairscale==0.4.13" sentencepiece rouge-score tensorboardX pytest "pytest-xdist==3.8.0" "execnet==2.1.2" "ruff==0.16.9" \
   "matplotlib==3.10.*" "setuptools<81" wheel
 # matplotlib: PNG plots of scripts/scaling_report.py. ruff: the lint step of .ci/run (ruff.toml).
+# pytest-xdist: scripts/test.sh runs the test files on two processes (CI has 2 cores and a 25-minute limit).
 echo "[install] safetensors (checkpoint conversion) and transformers (test reference models; needs no torch of its own)"
 pip_install "safetensors==0.8.0" "transformers==5.25.0"
 # fairseq-fixed declares torchaudio, which has no release matching torch 2.13: install without deps.
