@@ -1,0 +1,8 @@
+#!/usr/bin/env python3
+"""Fetch and prepare the technical-documentation corpus (Debian documentation packages, 50M+ tokens):
+see fairseq_switch/corpora/technical.py (--help for the options)."""
+
+from fairseq_switch.corpora.technical import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
