@@ -225,3 +225,55 @@ def test_error_unknown_expert_count_and_empty_sweep(tmp_path):
         sr.main([str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="EXPERTS=PATH"):
         sr.main(["--run", f"eight={job}"])
+
+
+def gap_study(tmp_path):
+    """dense to 2000 updates, 8 experts ahead at 1000 and 2000 only, 32 experts stopped at 1000, never ahead."""
+    root = tmp_path / "study"
+    make_job(root / "0", 0, [(500, 50), (1000, 100), (1500, 150), (2000, 200)],
+             [(500, -5.0), (1000, -4.5), (1500, -4.2), (2000, -4.0)])
+    make_job(root / "1", 8, [(500, 60), (1000, 120), (1500, 180), (2000, 240)],
+             [(500, -5.1), (1000, -4.4), (1500, -4.25), (2000, -3.9)])
+    make_job(root / "2", 32, [(500, 70), (1000, 140)], [(500, -5.2), (1000, -4.6)])
+    return root
+
+
+def test_gap_to_dense_and_overtake_against_hand_computed_values(tmp_path, capsys):
+    root = gap_study(tmp_path)
+    rows = by_experts(sr.make_report([str(root), "--tokens-per-update", "4096"]))
+    gaps = [(g["num_updates"], g["tokens"], g["gap"]) for g in rows[8]["gap_to_dense"]]
+    assert [g[:2] for g in gaps] == [(500, 2_048_000), (1000, 4_096_000), (1500, 6_144_000), (2000, 8_192_000)]
+    assert [g[2] for g in gaps] == pytest.approx([-0.1, 0.1, -0.05, 0.1])
+    assert rows[8]["overtake"] == {"first_ahead": 1000, "first_ahead_tokens": 4_096_000, "stays_ahead": False,
+                                   "compared_to": 2000}
+    assert rows[32]["overtake"] == {"first_ahead": None, "stays_ahead": False, "compared_to": 1000}
+    assert "gap_to_dense" not in rows[0]
+    out = capsys.readouterr().out
+    assert "8 experts overtakes dense at update 1000 (4.1M input tokens) but falls behind again later" in out
+    assert "32 experts did not overtake dense within the budget (update 1000 (4.1M input tokens))" in out
+    md = (root / "report" / "report.md").read_text()
+    assert "## Gap to dense" in md and "| 1500 | 6.1M | -4.2000 | -4.2500 | -0.0500 |" in md
+    assert (root / "report" / "gap_vs_tokens.png").stat().st_size > 0
+
+
+def test_common_budget_compares_runs_at_the_last_update_all_reached(tmp_path):
+    summary = sr.make_report([str(gap_study(tmp_path)), "--common-budget"])
+    rows = by_experts(summary)
+    assert summary["common_budget"] == 1000 and summary["tokens_per_update"] is None  # no max_tokens in config
+    assert summary["dense_final_neg_log_perplexity"] == pytest.approx(-4.5)
+    assert [r["updates"] for r in summary["runs"]] == [1000, 1000, 1000]
+    # 8 experts reaches -4.5 between 500 (-5.1) and 1000 (-4.4): 500 + 500 * 0.6 / 0.7
+    assert rows[8]["updates_to_reach"] == pytest.approx(500 + 500 * 6 / 7)
+    assert rows[8]["step_speedup"] == pytest.approx(1000 / (500 + 500 * 6 / 7))
+    assert rows[8]["overtake"]["stays_ahead"] is True and rows[8]["overtake"]["first_ahead"] == 1000
+    assert rows[32]["updates_to_reach"] is None
+    assert "compared at update 1000" in (tmp_path / "study" / "report" / "report.md").read_text()
+
+
+def test_tokens_per_update_is_read_from_the_dense_config_and_checked(tmp_path):
+    root = gap_study(tmp_path)
+    cfg = root / "0" / ".hydra" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "dataset:\n  max_tokens: 4096\n")
+    assert sr.make_report([str(root)])["tokens_per_update"] == 4096
+    with pytest.raises(SystemExit):
+        sr.make_report([str(root), "--tokens-per-update", "0"])

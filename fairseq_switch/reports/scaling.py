@@ -23,6 +23,14 @@ last logged wins). Before the first such record the interpolation runs from (0 u
 last one it extrapolates along the last two records (with a single record: at that record's
 seconds per update).
 
+Gap to dense: at every update where a run and the dense run both validated, the run's neg. log
+perplexity minus dense's (positive = the run is ahead), against input tokens seen (updates x
+`--tokens-per-update`, by default the dense run's `dataset.max_tokens`); the overtake point is the first
+such update with a positive gap, and the report says whether the run stays ahead after it.
+
+`--common-budget` compares runs stopped at different points (a study cut short by time) at the last
+update that every run reached: later validation points are dropped before anything is computed.
+
 Speed-ups (Fedus et al. 2021, Sec. 3): q* = the dense (0 experts) run's final validation neg. log perplexity.
 Step speed-up of M = dense final update count / the first update at which M reaches q*, linearly
 interpolated between the two validation points around the crossing (if M is already at q* at its first
@@ -145,6 +153,53 @@ def speedups(runs: Sequence[Run]) -> Optional[Dict]:
     return out
 
 
+def gap_curve(run: Run, dense: Run, tokens_per_update: Optional[int]) -> List[Dict]:
+    """Run minus dense validation neg. log perplexity at the updates where both validated."""
+    dense_at = dict(zip(dense.updates, dense.nlp))
+    return [{"num_updates": u, "tokens": u * tokens_per_update if tokens_per_update else None,
+             "dense": dense_at[u], "run": q, "gap": q - dense_at[u]}
+            for u, q in zip(run.updates, run.nlp) if u in dense_at]
+
+
+def overtake(gaps: Sequence[Dict]) -> Dict:
+    """The first update with a positive gap and whether every later point stays positive."""
+    first = next((i for i, g in enumerate(gaps) if g["gap"] > 0), None)
+    if first is None:
+        return {"first_ahead": None, "stays_ahead": False, "compared_to": gaps[-1]["num_updates"] if gaps else None}
+    return {"first_ahead": gaps[first]["num_updates"], "first_ahead_tokens": gaps[first]["tokens"],
+            "stays_ahead": all(g["gap"] > 0 for g in gaps[first:]), "compared_to": gaps[-1]["num_updates"]}
+
+
+def describe_overtake(label: str, ov: Dict, tokens_per_update: Optional[int]) -> str:
+    def at(u: float) -> str:
+        return f"update {u:g}" + (f" ({u * tokens_per_update / 1e6:.1f}M input tokens)" if tokens_per_update else "")
+
+    if ov["compared_to"] is None:
+        return f"{label}: no validation point in common with the dense run."
+    if ov["first_ahead"] is None:
+        return f"{label} did not overtake dense within the budget ({at(ov['compared_to'])})."
+    stays = "and stays ahead to the end" if ov["stays_ahead"] else "but falls behind again later"
+    return f"{label} overtakes dense at {at(ov['first_ahead'])} {stays} ({at(ov['compared_to'])})."
+
+
+def truncate(run: Run, max_update: float) -> Run:
+    """The run's validation points up to max_update."""
+    keep = [i for i, u in enumerate(run.updates) if u <= max_update]
+    return Run(experts=run.experts, path=run.path, log=run.log, params=run.params,
+               updates=[run.updates[i] for i in keep], nlp=[run.nlp[i] for i in keep],
+               loss=[run.loss[i] for i in keep], wall=[run.wall[i] for i in keep] if run.wall else None)
+
+
+def tokens_per_update_from_config(run_dir: Path) -> Optional[int]:
+    """dataset.max_tokens from .hydra/config.yaml (span_corruption batches are full: 32 x 128 = 4096)."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        return None
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    dataset = cfg.get("dataset") if isinstance(cfg, dict) else None
+    return _as_int(dataset.get("max_tokens")) if isinstance(dataset, dict) else None
+
+
 def expert_count_from_config(run_dir: Path) -> Optional[int]:
     """model.moe_expert_count from .hydra/config.yaml, else from .hydra/overrides.yaml; None if neither."""
     cfg_path = run_dir / ".hydra" / "config.yaml"
@@ -238,8 +293,9 @@ def read_runs(paths: Sequence[Path], run_args: Sequence[str]) -> List[Run]:
 # report
 
 
-def summarize(runs: Sequence[Run]) -> Dict:
+def summarize(runs: Sequence[Run], tokens_per_update: Optional[int] = None) -> Dict:
     sp = speedups(runs)
+    dense = next((r for r in runs if r.experts == 0), None)
     rows = []
     for r in runs:
         wall = r.wall[-1] if r.wall else None
@@ -262,8 +318,12 @@ def summarize(runs: Sequence[Run]) -> Dict:
         }
         if sp is not None:
             row.update(sp["runs"][r.experts])
+        if dense is not None and r is not dense:
+            row["gap_to_dense"] = gap_curve(r, dense, tokens_per_update)
+            row["overtake"] = overtake(row["gap_to_dense"])
         rows.append(row)
     return {
+        "tokens_per_update": tokens_per_update,
         "dense_final_neg_log_perplexity": sp["q_star"] if sp else None,
         "speedup_definition": SPEEDUP_TEXT if sp else None,
         "runs": rows,
@@ -302,8 +362,37 @@ def markdown_table(summary: Dict) -> str:
     return "\n".join(md_table(head, rows))
 
 
+def gap_table(summary: Dict) -> List[str]:
+    """Markdown: the gap to dense at every common validation point, then one overtake line per run."""
+    sparse = [r for r in summary["runs"] if r.get("gap_to_dense")]
+    if not sparse:
+        return []
+    tpu = summary["tokens_per_update"]
+    head = ["update"] + (["input tokens seen"] if tpu else []) + ["dense"]
+    head += [h for r in sparse for h in (r["label"], f"gap ({r['label']})")]
+    by_update: Dict[float, Dict] = {}
+    for r in sparse:
+        for g in r["gap_to_dense"]:
+            by_update.setdefault(g["num_updates"], {"dense": g["dense"]})[r["experts"]] = g
+    rows = []
+    for u in sorted(by_update):
+        cells = [f"{u:g}"] + ([f"{u * tpu / 1e6:.1f}M"] if tpu else []) + [f"{by_update[u]['dense']:.4f}"]
+        for r in sparse:
+            g = by_update[u].get(r["experts"])
+            cells += [f"{g['run']:.4f}", f"{g['gap']:+.4f}"] if g else ["", ""]
+        rows.append(cells)
+    lines = ["## Gap to dense", "", "Validation neg. log perplexity; gap = run minus dense (positive: the run "
+             "is ahead).", ""] + md_table(head, rows) + [""]
+    lines += [describe_overtake(r["label"], r["overtake"], tpu) for r in sparse] + [""]
+    lines += ["![gap to dense vs tokens seen](gap_vs_tokens.png)", ""]
+    return lines
+
+
 def report_markdown(summary: Dict, title: str) -> str:
     parts = [f"# {title}", "", markdown_table(summary), ""]
+    if summary.get("common_budget") is not None:
+        parts += [f"All runs compared at update {summary['common_budget']:g}, the last one every run reached "
+                  f"(--common-budget).", ""]
     q = summary["dense_final_neg_log_perplexity"]
     if q is not None:
         parts += [f"Speed-ups over the dense run (q* = {q:.4f} nats/token):", "", SPEEDUP_TEXT, ""]
@@ -319,6 +408,7 @@ def report_markdown(summary: Dict, title: str) -> str:
         "![final neg. log perplexity vs parameters](loss_vs_params.png)",
         "",
     ]
+    parts += gap_table(summary)
     return "\n".join(parts)
 
 
@@ -377,6 +467,22 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     plots.save(fig, out / "loss_vs_params.png")
+
+    sparse_rows = [r for r in summary["runs"] if r.get("gap_to_dense")]
+    if sparse_rows:
+        tpu = summary["tokens_per_update"]
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for r in sparse_rows:
+            xs = [g["num_updates"] * tpu / 1e6 if tpu else g["num_updates"] for g in r["gap_to_dense"]]
+            ax.plot(xs, [g["gap"] for g in r["gap_to_dense"]], marker="o", ms=3, color=colors[r["experts"]],
+                    label=r["label"])
+        ax.axhline(0, color="black", lw=1, label="dense")
+        ax.set_xlabel("input tokens seen (millions)" if tpu else "training step (updates)")
+        ax.set_ylabel("neg. log perplexity minus dense's (validation)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.save(fig, out / "gap_vs_tokens.png")
     return notes
 
 
@@ -391,7 +497,13 @@ def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
                     help="a run dir or log file with its expert count (0 = dense); repeatable")
     ap.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
     ap.add_argument("--title", default="Switch Transformer scaling", help="plot and report title")
+    ap.add_argument("--common-budget", action="store_true",
+                    help="compare all runs at the last update every run reached (runs stopped at different points)")
+    ap.add_argument("--tokens-per-update", type=int, default=None,
+                    help="input tokens per update for the gap table (default: the dense run's dataset.max_tokens)")
     a = ap.parse_args(argv)
+    if a.tokens_per_update is not None and a.tokens_per_update <= 0:
+        ap.error(f"--tokens-per-update must be > 0, got {a.tokens_per_update}")
     if not a.paths and not a.run:
         ap.error("give at least one sweep/run directory or --run EXPERTS=PATH")
 
@@ -401,18 +513,31 @@ def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
         a.out = (first if first.is_dir() else first.parent) / "report"
     a.out.mkdir(parents=True, exist_ok=True)
 
-    summary = summarize(runs)
+    budget = None
+    if a.common_budget:
+        budget = min(r.updates[-1] for r in runs)
+        runs = [truncate(r, budget) for r in runs]
+    tpu = a.tokens_per_update
+    dense = next((r for r in runs if r.experts == 0), None)
+    if tpu is None and dense is not None:
+        tpu = tokens_per_update_from_config(dense.path if dense.path.is_dir() else dense.path.parent)
+    summary = summarize(runs, tpu)
+    summary["common_budget"] = budget
     summary["title"] = a.title
     notes = plot_all(runs, summary, a.out, a.title)
     (a.out / "report.md").write_text(report_markdown(summary, a.title))
     (a.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(markdown_table(summary))
+    for r in summary["runs"]:
+        if "overtake" in r:
+            print(describe_overtake(r["label"], r["overtake"], summary["tokens_per_update"]))
     if summary["dense_final_neg_log_perplexity"] is None:
         print(f"note: {NO_DENSE_NOTE}")
     for n in notes:
         print(n)
-    print(f"wrote {a.out}/{{nlp_vs_steps.png,nlp_vs_time.png,loss_vs_params.png,report.md,report.json}}")
+    print(f"wrote {a.out}/{{nlp_vs_steps.png,nlp_vs_time.png,loss_vs_params.png,gap_vs_tokens.png,report.md,"
+          f"report.json}}")
     return summary
 
 
