@@ -17,6 +17,7 @@ COMMANDS: Dict[str, Dict[str, str]] = {
         "multilingual": "fairseq_switch.corpora.multilingual:main",
         "downstream": "fairseq_switch.corpora.downstream.build:main",
         "demo": "fairseq_switch.corpora.demo:main",
+        "technical": "fairseq_switch.corpora.technical:main",
     },
     "prepare": {
         "pretraining": "fairseq_switch.corpora.prepare.pretraining:main",
@@ -35,6 +36,7 @@ COMMANDS: Dict[str, Dict[str, str]] = {
         "probe-checkpoints": "fairseq_switch.reports.probe_checkpoints:main",
         "finetune-checkpoints": "fairseq_switch.reports.finetune_checkpoints:main",
         "demo": "fairseq_switch.reports.demo:main",
+        "reference-gap": "fairseq_switch.reports.reference_gap:main",
     },
 }
 

@@ -18,6 +18,17 @@ def pytest_collection_finish(session):
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls on 2 OpenMP threads cost ~15 ms each here (vs 0.05 ms on one): a module asks for one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A dictionary with sentinels (all the expert-parallel harness needs: its batches are built in memory)."""
     from . import ep_harness as H  # imports torch and the plugin: only where needed

@@ -31,12 +31,8 @@ def _quiet(*args, **kwargs):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on 2 OpenMP threads cost ~15 ms each here (vs 0.05 ms on one): keep this module on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """This module runs on one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,10 @@ def _files(main_path: str, state: dict, spec: ModelSpec) -> Tuple[List[str], Opt
     return files, meta["save_id"]
 
 
-class _Mapper:
+class TensorMapper:
+    """fairseq-switch tensors -> transformers tensors of one model spec (also used in memory by the
+    transformers reference trainer)."""
+
     def __init__(self, spec: ModelSpec, where: str):
         self.spec, self.where = spec, where
         self.by_fs = {p.fairseq: p for p in tensor_pairs(spec)}
@@ -212,7 +215,7 @@ def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None
                              f"model's vocabulary of {spec.vocab_size} rows (T5 row {spec.vocab_size - 1} is "
                              f"fairseq's <s>); pass --extra-ids")
 
-    mapper = _Mapper(spec, ckpt)
+    mapper = TensorMapper(spec, ckpt)
     # plan the shards (shapes only; memory-mapped loads read no tensor data)
     plan: List[List[List[str]]] = []
     for i, path in enumerate(files):
