@@ -1,7 +1,7 @@
 """The technical-documentation corpus: which Debian packages, which files, and how each becomes text.
 
 Eighteen documentation packages of Debian's main archive (DFSG-free licences, listed per source
-below) give about 200 MB of English technical prose: manuals, tutorials, references and a
+below) give 187 MB of English technical prose: manuals, tutorials, references and a
 dictionary. None of it is used elsewhere in this project, and none of it is benchmark data (a
 document carrying a benchmark canary string is dropped and counted).
 

@@ -536,8 +536,8 @@ def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
         print(f"note: {NO_DENSE_NOTE}")
     for n in notes:
         print(n)
-    print(f"wrote {a.out}/{{nlp_vs_steps.png,nlp_vs_time.png,loss_vs_params.png,gap_vs_tokens.png,report.md,"
-          f"report.json}}")
+    gap_png = "gap_vs_tokens.png," if any("gap_to_dense" in r for r in summary["runs"]) else ""
+    print(f"wrote {a.out}/{{nlp_vs_steps.png,nlp_vs_time.png,loss_vs_params.png,{gap_png}report.md,report.json}}")
     return summary
 
 
