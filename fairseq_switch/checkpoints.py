@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 import torch.distributed as dist
 import torch.nn as nn
 
-from . import file_io
+from . import checkpoint_lock, file_io, save_lineage
 from .distributed import ExpertLayout, expert_world, plan_layout
 from .modules.switch_layer import SwitchFFN
 
@@ -328,18 +328,19 @@ def write_resharded(saved: SavedCheckpoint, out_path: str, world_size: int) -> L
         state["model"] = {shift_expert_id(k, layout.first_local_expert): v for k, v in state["model"].items()}
         if "extra_state" in state:
             state["extra_state"] = {**state["extra_state"],
-                                    RECORD_KEY: {**(state["extra_state"].get(RECORD_KEY) or {}), "save_id": save_id}}
+                                    RECORD_KEY: {**(state["extra_state"].get(RECORD_KEY) or {}), "save_id": save_id,
+                                                 "parent": saved.meta.get("save_id")}}
         meta = _meta(n, world_size, r, saved.switch_layers, save_id, names)
         path = out_path if r == 0 else shard_path(out_path, r)
         file_io.save_torch(rank_file(state, meta, names), path)
         written.append(path)
-    write_manifest(out_path, {"save_id": save_id, "num_updates": saved.num_updates, "epoch": saved.epoch},
-                   written[::-1])
+    write_manifest(out_path, {"save_id": save_id, "parent": saved.meta.get("save_id"),
+                              "num_updates": saved.num_updates, "epoch": saved.epoch}, written[::-1])
     return written[::-1]
 
 
 # -- complete saves --------------------------------------------------------------------------
-RECORD_KEY = "fairseq_switch"  # in extra_state: {"save_id", "dictionary"} of every save this plugin writes
+RECORD_KEY = "fairseq_switch"  # in extra_state: {"save_id", "parent", "dictionary"} of every save this plugin writes
 MANIFEST_SUFFIX = ".manifest.json"
 _SHARD_FILE = re.compile(r"^(.+)-experts-rank(\d+)\.pt$")
 # the names fairseq-train saves under (a converted or resharded checkpoint.pt is not one of a run's saves)
@@ -359,8 +360,9 @@ def main_of(path: str) -> str:
 def write_manifest(main_path: str, record: dict, files: Sequence[str], fault: file_io.Fault = None) -> None:
     """Written last: a save is complete once every file it lists is in place, with these sizes."""
     file_io.save_json({
-        "format": FORMAT_VERSION, "save_id": record.get("save_id"), "num_updates": record.get("num_updates"),
-        "epoch": record.get("epoch"), "files": {os.path.basename(f): os.path.getsize(f) for f in files},
+        "format": FORMAT_VERSION, "save_id": record.get("save_id"), "parent": record.get("parent"),
+        "num_updates": record.get("num_updates"), "epoch": record.get("epoch"),
+        "files": {os.path.basename(f): os.path.getsize(f) for f in files},
     }, manifest_path(main_path), fault)
 
 
@@ -375,6 +377,15 @@ class SaveStatus:
     epoch: Optional[int] = None
     files: List[str] = field(default_factory=list)
     manifest: bool = False
+    save_id: Optional[str] = None
+    parent: Optional[str] = None
+    lineage: bool = False  # records its parent (saves written before parents were recorded do not)
+
+    def learn(self, record: dict) -> None:
+        """The save id and parent from a manifest or a file's record."""
+        self.save_id = record.get("save_id") or self.save_id
+        if "parent" in record:
+            self.parent, self.lineage = record["parent"], True
 
     @property
     def bytes(self) -> int:
@@ -393,15 +404,21 @@ def inspect_save(path: str) -> SaveStatus:
     A save written by this plugin is complete only with a manifest that agrees; one written before
     manifests existed (or by plain fairseq) only needs readable, consistent files."""
     st = SaveStatus(path, False, files=[path], num_updates=_updates_from_name(path))
-    man = None
+    man, name = None, os.path.basename(manifest_path(path))
+    missing = (f"{name} is missing: the save was interrupted before it completed, or {os.path.basename(path)} was "
+               f"copied without it")
     if os.path.isfile(manifest_path(path)):
         try:
             with open(manifest_path(path), encoding="utf-8") as f:
                 man = json.load(f)
+            if not isinstance(man, dict):
+                raise ValueError(f"a JSON {type(man).__name__}, not an object")
             st.manifest = True
             st.num_updates, st.epoch = man.get("num_updates", st.num_updates), man.get("epoch")
-        except (OSError, ValueError):
+            st.learn(man)
+        except (OSError, ValueError) as e:
             man = None
+            missing = f"{name} is corrupt ({e}), so the save cannot be checked"
     try:
         state = file_io.load_torch(path, mmap=True)
     except (ValueError, FileNotFoundError) as e:
@@ -410,6 +427,7 @@ def inspect_save(path: str) -> SaveStatus:
     history = state.get("optimizer_history") or [{}]
     st.num_updates = history[-1].get("num_updates", st.num_updates)
     record = (state.get("extra_state") or {}).get(RECORD_KEY) or {}
+    st.learn(record)
     st.epoch = ((state.get("extra_state") or {}).get("train_iterator") or {}).get("epoch", st.epoch)
     meta = state.get(META_KEY) or {}
     if meta.get("num_experts"):
@@ -421,8 +439,8 @@ def inspect_save(path: str) -> SaveStatus:
         return st
     if saved is not None:
         st.files = saved.files()
-    if record and man is None:
-        st.problem = f"{os.path.basename(manifest_path(path))} is missing: the save was interrupted before it completed"
+    if man is None and (record or os.path.isfile(manifest_path(path))):
+        st.problem = missing
         return st
     if man is not None:
         if man.get("save_id") != record.get("save_id"):
@@ -444,9 +462,12 @@ def list_saves(folder: str) -> List[SaveStatus]:
     mains = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if _SAVE_FILE.match(f)]
     found = [inspect_save(p) for p in mains]
     inf = float("inf")
-    # among copies of one save (same update), checkpoint_last first: it is what a resume reads
-    return sorted(found, key=lambda s: (inf if s.num_updates is None else s.num_updates,
-                                        os.path.basename(s.path).startswith("checkpoint_last"),
+    # among copies of one save (same update), checkpoint_last first (what a resume reads), then the numbered one
+    def name_rank(s: SaveStatus) -> int:
+        base = os.path.basename(s.path)
+        return 2 if base.startswith("checkpoint_last") else int(_updates_from_name(base) is not None)
+
+    return sorted(found, key=lambda s: (inf if s.num_updates is None else s.num_updates, name_rank(s),
                                         os.path.getmtime(s.path)), reverse=True)
 
 
@@ -454,26 +475,49 @@ def leftover_temp_files(folder: str) -> List[str]:
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if file_io.is_temp_file(f)]
 
 
+def _on_branch_of(here: Optional[SaveStatus], saves: List[SaveStatus]) -> Optional[List[SaveStatus]]:
+    """The saves of checkpoint_last's branch (save_lineage), newest first; None when its branch is unknown
+    (no save id, or saved before parents were recorded)."""
+    if here is None or not here.save_id or not here.lineage:
+        return None
+    line = save_lineage.branch_of(here.save_id, {s.save_id: s.parent for s in saves if s.save_id and s.lineage})
+    return [s for s in saves if s.save_id in line]
+
+
 def resume_path(save_dir: str, last: str, refuse: bool, announce: bool = True) -> str:
-    """The file a plain resume should read: checkpoint_last if its save is complete and no complete save
-    is newer, else the newest complete save (with one warning line). `refuse`: raise instead."""
+    """The file a plain resume reads: the newest complete save of checkpoint_last's branch (the saves it
+    continues and that continue it, `save_lineage`), which is checkpoint_last itself unless a later save of
+    the branch was interrupted before its copy to checkpoint_last; when the branch has no complete save or
+    is unknown, the newest complete save. Anything but checkpoint_last gets one warning line; `refuse`:
+    raise instead."""
     saves = list_saves(save_dir) if os.path.isdir(save_dir) else []
     if not saves:
         return last  # a fresh start
     ok = [s for s in saves if s.complete]
-    here = [s for s in saves if os.path.abspath(s.path) == os.path.abspath(last)]
-    if here and here[0].complete and here[0].num_updates == ok[0].num_updates:
+    here = next((s for s in saves if os.path.abspath(s.path) == os.path.abspath(last)), None)
+    branch = [s for s in _on_branch_of(here, saves) or [] if s.complete]
+    if branch:
+        newer = [s for s in ok if s not in branch and (s.num_updates or 0) > (branch[0].num_updates or 0)]
+        if newer and announce:
+            logger.info(f"not resuming {', '.join(os.path.basename(s.path) for s in newer)} (update "
+                        f"{newer[0].num_updates}): {'they do' if len(newer) > 1 else 'it does'} not continue {last} "
+                        f"(another branch, e.g. from before a rollback); saves of this run under the same names will "
+                        f"replace them")
+        ok = branch
+    if here is not None and here.complete and here.num_updates == ok[0].num_updates:
         return last
-    if not here:
+    if here is None:
         bad = f"{last} is missing but {save_dir} holds saves"
-    elif not here[0].complete:
-        bad = f"{last} is broken ({here[0].problem})"
+    elif not here.complete:
+        bad = f"{last} is broken ({here.problem})"
     else:
-        bad = f"{last} (update {here[0].num_updates}) is older than a complete save (a save was interrupted)"
+        bad = f"{last} (update {here.num_updates}) is older than a complete save (a save was interrupted)"
     fix = f"check the folder with `python scripts/verify_checkpoint.py {save_dir}`"
     if not ok:
-        raise ValueError(f"{bad}, and no save in {save_dir} is complete: nothing to resume from; {fix}, or start "
-                         f"afresh in another --save-dir")
+        trust = "" if here is None else (f", or, if {last} is a checkpoint you trust (e.g. copied here without its "
+                                         f"manifest), start from it with --restore-file {last}")
+        raise ValueError(f"{bad}, and no save in {save_dir} is complete: nothing to resume from; {fix}{trust}, or "
+                         f"start afresh in another --save-dir")
     best = ok[0]
     if refuse:
         raise ValueError(f"{bad}; the newest complete save is {best.path} (update {best.num_updates}): resume from it "
@@ -683,16 +727,21 @@ def _dictionary_of(task: "FairseqTask") -> Optional[dict]:
     return dictionary_record(d, data or "the task's data")
 
 
+PARENT_ATTR = "_fairseq_switch_parent"  # on the Trainer: the save id its model state continues (save_lineage)
+CRASH_DUMP = "crash.pt"  # fairseq's Trainer.train_step saves one after a failed step
+
+
 def _new_save(trainer: "Trainer", extra_state: dict) -> _Save:
     """One record for all files of this save: an id drawn by rank 0 and agreed by every saving rank."""
     layout = _layout(trainer)
     save_id = [uuid.uuid4().hex]
     if layout is not None and layout.distributed and layout.rank < layout.group_size:
         dist.broadcast_object_list(save_id, src=0, group=_saver_group(layout))
-    record = {"save_id": save_id[0], "num_updates": trainer.get_num_updates(),
+    record = {"save_id": save_id[0], "parent": getattr(trainer, PARENT_ATTR, None),
+              "num_updates": trainer.get_num_updates(),
               "epoch": (extra_state.get("train_iterator") or {}).get("epoch"),
               "dictionary": _dictionary_of(trainer.task)}
-    extra_state[RECORD_KEY] = {k: record[k] for k in ("save_id", "dictionary")}
+    extra_state[RECORD_KEY] = {k: record[k] for k in ("save_id", "parent", "dictionary")}
     return _Save(record, layout, file_io.FaultPlan.from_env())
 
 
@@ -737,6 +786,10 @@ class CheckpointHooks:
         """Trainer.save_checkpoint: Switch models through `save_checkpoint`; every save gets its record."""
 
         def trainer_save(trainer: "Trainer", filename: str, extra_state: dict) -> Optional[str]:
+            crash = os.path.basename(filename) == CRASH_DUMP
+            if crash and trainer.cfg.checkpoint.no_save:  # fairseq would write it into ./checkpoints
+                logger.info(f"not writing {filename} after the failed step: --no-save")
+                return None
             save = _new_save(trainer, extra_state)
             self.save = save
             try:
@@ -746,6 +799,8 @@ class CheckpointHooks:
                     out = save_checkpoint(trainer, filename, extra_state)
                 if out is not None or _layout(trainer) is None:
                     save.commit(filename)
+                if not crash:  # the next save continues this one
+                    setattr(trainer, PARENT_ATTR, save.record["save_id"])
                 return out
             finally:
                 if not self.saving:  # inside checkpoint_utils.save_checkpoint, its copies belong to this save
@@ -759,7 +814,11 @@ class CheckpointHooks:
         def trainer_load(trainer: "Trainer", filename: str, reset_optimizer: bool = False, *args: Any,
                          **kwargs: Any) -> Optional[dict]:
             ck = trainer.cfg.checkpoint
-            if ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
+            if not ck.no_save:  # one run per --save-dir, for the run's whole life
+                checkpoint_lock.lock_for_run(ck.save_dir)
+            if ck.restore_file != "checkpoint_last.pt" and not os.path.isfile(filename):
+                filename = save_lineage.resolve_restore_file(ck.restore_file, filename, ck.save_dir)
+            elif ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
                 # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
                 filename = resume_path(ck.save_dir, filename,
                                        bool(_task_option(trainer.task, "no_resume_fallback", False)),
@@ -772,11 +831,15 @@ class CheckpointHooks:
                           bool(_task_option(trainer.task, "allow_dictionary_change", False)))
             try:
                 if _layout(trainer) is None:
-                    return orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
-                with self._loading_for(trainer, reset_optimizer):
-                    return orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
+                    extra = orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
+                else:
+                    with self._loading_for(trainer, reset_optimizer):
+                        extra = orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
             finally:
                 self.vocab = None
+            # the saves of this run continue the one read (none: a fresh start)
+            setattr(trainer, PARENT_ATTR, ((extra or {}).get(RECORD_KEY) or {}).get("save_id"))
+            return extra
 
         return trainer_load
 
@@ -839,7 +902,9 @@ class CheckpointHooks:
 
         class AtomicCopies(path_manager):
             """fairseq copies a save to checkpoint_last/best byte by byte, in place: a kill mid-copy left a
-            truncated checkpoint_last.pt. Here each copy is atomic, and the copied save gets its manifest."""
+            truncated checkpoint_last.pt. Here each copy is atomic and an independent file (never a hard link:
+            `cp checkpoint_1_6.pt checkpoint_last.pt` must not rewrite the others), and the copied save gets its
+            manifest."""
 
             @staticmethod
             def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
@@ -849,7 +914,7 @@ class CheckpointHooks:
                 base = os.path.basename(dst_path)
                 phase = "copy-last" if base.startswith("checkpoint_last") else (
                     "copy-best" if base.startswith("checkpoint_best") else "copy")
-                file_io.copy_file(src_path, dst_path, save.at(phase), link=True)
+                file_io.copy_file(src_path, dst_path, save.at(phase))
                 save.commit(dst_path)
                 return True
 

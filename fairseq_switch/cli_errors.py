@@ -3,7 +3,8 @@
 fairseq-train, fairseq-generate and friends let every exception reach the interpreter, which prints
 its full traceback: for a bad option or a mismatched checkpoint the message the user needs comes
 last, under a screen of frames. A ValueError, FileNotFoundError or UnsupportedStack raised by
-fairseq_switch itself is such a message (they name the bad value and the fix), so the hook prints just
+fairseq_switch itself is such a message (they name the bad value and the fix), as is a WriteError (a
+file it could not write: disk full, read-only folder), so the hook prints just
 `fairseq-switch: error: <message>`; the exit status stays 1. FAIRSEQ_SWITCH_TRACEBACK=1 restores
 the traceback; every other exception keeps it.
 """
@@ -20,7 +21,12 @@ class UnsupportedStack(ImportError):
     """The installed fairseq is not the version the plugin's fixes to it were written for."""
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, UnsupportedStack)
+class WriteError(OSError):
+    """A file the plugin writes could not be written (disk full, read-only folder): the message names the
+    file, the reason and the fix (file_io.write_error)."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, UnsupportedStack, WriteError)
 
 
 def raised_by_plugin(tb: Optional[TracebackType]) -> bool:

@@ -3,8 +3,11 @@
 Every file is written to a temporary name in its destination folder, fsynced and renamed over the
 destination with os.replace (atomic within one file system); the folder is fsynced afterwards so the
 rename itself survives a power loss. A full disk or any other error removes the temporary file and
-leaves the destination as it was. Copies are hard links where the file system allows them (no bytes
-written, no extra space), else byte copies written the same way.
+leaves the destination as it was, and raises a one-line `WriteError`. Files get the mode the umask
+gives (mkstemp alone would make them 0600). Copies are independent files, never hard links (writing
+into one name, e.g. `cp checkpoint_1_6.pt checkpoint_last.pt`, must not change the others): a
+reflink where the file system has one (FICLONE: no bytes written until either file changes), else
+an in-kernel copy (copy_file_range), else a plain one.
 
 Fault injection (tests only): `FAIRSEQ_SWITCH_FAULT=<phase>[@<updates>][:<rank>]` makes the process
 exit at once (as `kill -9` would: no cleanup, exit status 86) when it reaches `phase` of a checkpoint
@@ -14,6 +17,8 @@ temporary file half written.
 
 import argparse
 import collections
+import errno
+import fcntl
 import json
 import os
 import pickle
@@ -27,6 +32,8 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
+
+from .cli_errors import WriteError
 
 FAULT_ENV = "FAIRSEQ_SWITCH_FAULT"
 FAULT_EXIT = 86
@@ -98,12 +105,30 @@ def is_temp_file(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which
+    would briefly give other threads' files mode 0666)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _temp_for(path: str, fault: Fault = None):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(temp_name(path)), suffix=".tmp", dir=folder)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # as open() would create it
+    finally:
+        os.close(fd)
     try:
         yield tmp
         if fault is not None:
@@ -117,22 +142,64 @@ def _temp_for(path: str, fault: Fault = None):
             os.unlink(tmp)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_error(path: str, e: OSError) -> WriteError:
+    """The one-line error for a failed write of `path`: the reason, and the free space where it matters."""
+    folder = os.path.dirname(os.path.abspath(path))
+    why = e.strerror or str(e)
+    if e.errno in _NO_SPACE:
+        free = shutil.disk_usage(folder).free if os.path.isdir(folder) else 0
+        why += f"; {free / 2**20:.0f} MiB free there: free some space or write elsewhere"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why += f": {folder} is not writable; give a folder this process can write"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why += f": a part of {folder} is a file, not a folder"
+    error = WriteError(f"could not write {path} ({why}); the file it would replace is unchanged")
+    error.errno = e.errno  # set apart: OSError(errno, msg) would print as "[Errno 28] could not ..."
+    return error
+
+
 def atomic_write(path: str, write: Callable[[str], None], fault: Fault = None) -> None:
     """Call write(tmp_path), then move the result to `path` atomically."""
     try:
         with _temp_for(path, fault) as tmp:
             write(tmp)
+    except WriteError:
+        raise
     except OSError as e:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free if os.path.isdir(
-            os.path.dirname(os.path.abspath(path))) else 0
-        raise OSError(e.errno, f"could not write {path} ({e.strerror or e}; {free / 2**20:.0f} MiB free there); "
-                               f"the file it would replace is unchanged") from e
+        raise write_error(path, e) from e
+
+
+class _WriteTracker:
+    """A file for torch.save that remembers a failed write: torch reports it as `RuntimeError: unexpected pos`,
+    without the OS error (disk full, read-only, ...)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def save_torch(obj: Any, path: str, fault: Fault = None) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            out = _WriteTracker(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
 
     atomic_write(path, write, fault)
 
@@ -162,20 +229,42 @@ def save_text(text: str, path: str) -> None:
     atomic_write(path, write)
 
 
-def copy_file(src: str, path: str, fault: Fault = None, link: bool = False) -> None:
-    """Copy `src` to `path` atomically; `link`: a hard link where the file system allows one."""
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
-    def write(tmp: str) -> None:
-        if link:
-            try:
-                os.unlink(tmp)
-                os.link(src, tmp)
-                return
-            except OSError:  # another file system, or no hard links: copy the bytes
-                pass
-        shutil.copyfile(src, tmp)
 
-    atomic_write(path, write, fault)
+def clone_or_copy(src: str, dst: str) -> str:
+    """Copy the bytes of `src` into `dst` (created or truncated) as cheaply as the file system allows:
+    a reflink (shared blocks, copied on write), else copy_file_range (in the kernel), else read/write.
+    Returns the method used."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        try:
+            fcntl.ioctl(fo.fileno(), FICLONE, fi.fileno())
+            return "reflink"
+        except OSError:  # ext4, tmpfs, another file system, ...: not supported
+            pass
+        size = os.fstat(fi.fileno()).st_size
+        try:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(fi.fileno(), fo.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+            if done == size:
+                return "copy_file_range"
+        except OSError as e:
+            if e.errno in _NO_SPACE:
+                raise
+        fi.seek(0)
+        fo.seek(0)
+        fo.truncate()
+        shutil.copyfileobj(fi, fo, 1 << 20)
+        return "copy"
+
+
+def copy_file(src: str, path: str, fault: Fault = None) -> None:
+    """Copy `src` to `path` atomically, as an independent file (`clone_or_copy`)."""
+    atomic_write(path, lambda tmp: clone_or_copy(src, tmp), fault)
 
 
 # torch >= 2.6 loads with weights_only=True; checkpoints written by fairseq-train also hold these types
@@ -217,6 +306,8 @@ def load_torch(path: str, what: str = "checkpoint", mmap: bool = False) -> Any:
     `PytorchStreamReader failed reading zip archive` or a bare `EOFError`, without the file).
 
     `mmap`: tensors stay on disk until used (cheap inspection of a save)."""
+    if os.path.isdir(path):
+        raise unreadable(path, IsADirectoryError(path), what)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such {what} file")
     try:
@@ -236,6 +327,10 @@ READ_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.
 
 def unreadable(path: str, error: BaseException, what: str = "checkpoint") -> ValueError:
     """The one-line error for a file torch could not read (`error`: what torch raised)."""
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith(".pt"))
+        hint = f"e.g. {os.path.join(path, inside[0])}" if inside else "it holds no .pt file"
+        return ValueError(f"{path} is a folder, not a {what} file: give a file in it ({hint})")
     size = os.path.getsize(path) if os.path.isfile(path) else 0
     why = "it is empty (0 bytes)" if size == 0 else (
         f"it is truncated or corrupt ({size:,} bytes, not a complete torch file: {type(error).__name__})")

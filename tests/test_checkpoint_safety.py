@@ -48,13 +48,23 @@ def trainer(data_dir):
     return H.build_trainer(data_dir, 1, 0)
 
 
-def save(trainer, folder, updates, val_loss, fault=None, monkeypatch=None):
-    """fairseq's save at `updates` (numbered, best and last files), optionally killed at `fault`."""
+def save_id_of(path):
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return state["extra_state"][RECORD_KEY]["save_id"]
+
+
+def save(trainer, folder, updates, val_loss, fault=None, monkeypatch=None, parent="last"):
+    """fairseq's save at `updates` (numbered, best and last files), optionally killed at `fault`. `parent`: the
+    save id the trainer's state continues; "last": as if resumed from the folder's checkpoint_last."""
     from fairseq import checkpoint_utils
 
     ck = trainer.cfg.checkpoint
     with open_dict(ck):
         ck.no_save, ck.save_dir, ck.save_interval_updates = False, str(folder), 3
+    if parent == "last":
+        last = Path(folder) / "checkpoint_last.pt"
+        parent = save_id_of(last) if last.exists() else None
+    setattr(trainer, checkpoints.PARENT_ATTR, parent)
     trainer.set_num_updates(updates)
     if fault is not None:
         monkeypatch.setenv(file_io.FAULT_ENV, fault)
@@ -179,19 +189,24 @@ def test_saves_are_atomic_and_record_the_dictionary(trainer, first_save):
     assert record["save_id"] == state["expert_parallel"]["save_id"]
 
 
-def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
+    """A write the OS refuses half way (here: over RLIMIT_FSIZE, EFBIG; a full disk is in test_save_safety.py).
+    torch reports it as `RuntimeError: unexpected pos`; the error must name the file and the OS's reason."""
+    import resource
+    import signal
+
     target = tmp_path / "checkpoint_last.pt"
     file_io.save_torch({"a": 1}, str(target))
-
-    def full(obj, f, *a, **k):
-        f.write(b"x" * 10)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match=r"could not write .*checkpoint_last.pt \(No space left on device; .* MiB free "
-                                      r"there\); the file it would replace is unchanged"):
-        file_io.save_torch({"a": 2}, str(target))
-    monkeypatch.undo()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))
+    try:
+        with pytest.raises(file_io.WriteError) as e:
+            file_io.save_torch({"a": torch.zeros(100_000)}, str(target))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(e.value) == f"could not write {target} (File too large); the file it would replace is unchanged"
     assert os.listdir(tmp_path) == ["checkpoint_last.pt"]
     assert torch.load(target, weights_only=False) == {"a": 1}
 

@@ -173,3 +173,10 @@ def user_dir_registers(original: Callable) -> Callable:
 
     import_user_module.__doc__ = original.__doc__
     return import_user_module
+
+
+def save_dir_checked(original: Callable) -> Callable:
+    """checkpoint_utils.verify_checkpoint_directory with one-line errors (checkpoint_lock.check_save_dir)."""
+    from ..checkpoint_lock import check_save_dir
+
+    return check_save_dir

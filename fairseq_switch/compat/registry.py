@@ -182,9 +182,17 @@ PATCHES: List[Patch] = [
         "(file_io.py)",
         _checkpoints("torch_persistent_save"), **_CHECKPOINT),
     Patch(
+        "save_dir_checked", "fairseq.checkpoint_utils:verify_checkpoint_directory", "(save_dir)",
+        "fairseq-train's check of --save-dir (it writes and removes a file named `dummy`)",
+        "a --save-dir that is a file, read-only or on a full disk ended in an OSError traceback (a full disk only at "
+        "the first save, after the updates since the last); each is one line naming the folder and the fix "
+        "(checkpoint_lock.py)",
+        fixes.save_dir_checked),
+    Patch(
         "atomic_copies", "fairseq.checkpoint_utils:PathManager", "(src_path, dst_path, overwrite=False)",
         "the PathManager checkpoint_utils copies saves with (byte by byte, in place)",
-        "a kill mid-copy left a truncated checkpoint_last.pt; each copy is atomic (a hard link where possible) "
-        "and the copied save gets its manifest",
+        "a kill mid-copy left a truncated checkpoint_last.pt; each copy is atomic and an independent file (a "
+        "reflink where the file system has one; never a hard link, which `cp X checkpoint_last.pt` would rewrite "
+        "with every other name of the save), and the copied save gets its manifest",
         _checkpoints("path_manager"), checked="copy", **_CHECKPOINT),
 ]

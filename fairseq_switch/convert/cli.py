@@ -14,6 +14,7 @@ conversion.json. Peak memory is about the largest output file; --world-size W ke
 """
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -52,6 +53,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     """scripts/convert_checkpoint.py: exit status 0, or 2 with a one-line error."""
     args = parse_args(argv)
+    if os.path.lexists(args.out) and not os.path.isdir(args.out):  # found before minutes of reading the model
+        print(f"convert_checkpoint: error: {args.out} is a file, not a folder: give a folder for the outputs (the "
+              f"file was left untouched)", file=sys.stderr)
+        return 2
     try:
         if args.direction == "to-fairseq":
             transformers_to_fairseq(args.src, args.out, world_size=args.world_size, spm_model=args.spm_model,
