@@ -74,17 +74,16 @@ def test_finetune_configs(name, metric):
 
 
 def test_one_finetuning_recipe_with_one_decode():
-    """The README's fine-tuning commands and compare_finetune.sh run config/finetune_tiny.yaml, and their
+    """The fine-tuning commands of docs/finetuning.md and compare_finetune.sh run config/finetune_tiny.yaml, and their
     fairseq-generate decodes as validation does (its eval_generate_args), with an explicit length limit."""
     import json
 
     cfg = load("finetune_tiny")
     gen = json.loads(cfg.task.eval_generate_args)
     flags = f"--beam {gen['beam']} --max-len-a {gen['max_len_a']} --max-len-b {gen['max_len_b']}"
-    readme = (CONFIG_DIR.parent / "README.md").read_text()
-    section = readme[readme.index("## Fine-tuning on text-to-text tasks"):readme.index("### Measured: dense vs Switch")]
+    section = (CONFIG_DIR.parent / "docs" / "finetuning.md").read_text()
     script = (CONFIG_DIR.parent / "scripts" / "compare_finetune.sh").read_text()
-    for where, text in (("README", section), ("compare_finetune.sh", script)):
+    for where, text in (("docs/finetuning.md", section), ("compare_finetune.sh", script)):
         assert "--config-name finetune_tiny " in text, where
         generates = [ln for ln in text.splitlines() if "--gen-subset test" in ln]
         assert generates and all(flags in ln for ln in generates), (where, flags, generates)
