@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where Switch starts to pay on a 2-core CPU: dense and 8 experts (pretrain_tiny, T5 layout) trained
-# side by side on the technical-documentation corpus, one thread each, validated every 500 updates.
+# Where Switch starts to pay on a 2-core CPU (docs/results/token_study.md): dense and 8 experts
+# (pretrain_tiny, T5 layout) trained side by side on the technical-documentation corpus, one thread
+# each, validated every 500 updates.
 #
 #   fairseq-switch-fetch technical          # once: the 50M+-token corpus into data-bin/technical
 #   bash scripts/run_token_study.sh         # both models to 10,000 updates, then the report
