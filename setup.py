@@ -20,14 +20,14 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            # fetch|prepare|report take a subcommand (see fairseq_switch/cli.py); `python scripts/X.py` still works
-            "fairseq-switch-fetch = fairseq_switch.cli:fetch",
-            "fairseq-switch-prepare = fairseq_switch.cli:prepare",
-            "fairseq-switch-report = fairseq_switch.cli:report",
+            # fetch|prepare|report take a subcommand (see fairseq_switch/lab/cli.py); `python scripts/X.py` still works
+            "fairseq-switch-fetch = fairseq_switch.lab.cli:fetch",
+            "fairseq-switch-prepare = fairseq_switch.lab.cli:prepare",
+            "fairseq-switch-report = fairseq_switch.lab.cli:report",
             "fairseq-switch-convert = fairseq_switch.convert.cli:main",
             "fairseq-switch-verify = fairseq_switch.checkpoints:main",
             "fairseq-switch-reshard = fairseq_switch.reshard:main",
-            "fairseq-switch-reference = fairseq_switch.reference_transformers:main",
+            "fairseq-switch-reference = fairseq_switch.lab.reference_transformers:main",
         ],
     },
 )

@@ -19,7 +19,7 @@ with it they are already text. D- differs from H- only when fairseq was given `-
 decoded like D-, so D- is the hypothesis to pair with T-. `detokenize` turns raw pieces into text and
 leaves text alone, so scoring works whichever way the user generated.
 
-`evaluate` is the one scoring path: fairseq_switch/reports/generations.py (scripts/score_generations.py)
+`evaluate` is the one scoring path: fairseq_switch/lab/reports/generations.py (scripts/score_generations.py)
 runs it on fairseq-generate output, validation by generation (task text_to_text, --eval-metric) on
 the strings fairseq-generate would print for the same tokens, so the two agree to the last digit.
 An unknown token (`<unk>`) is deleted before scoring, never scored as a word (see `detokenize`).
@@ -349,7 +349,7 @@ def evaluate(
     hyp_tokens: Optional[Sequence[str]] = None,
 ) -> Dict[str, float]:
     """Score hypotheses against references as fairseq prints them: the one scoring path of
-    fairseq_switch/reports/generations.py (fairseq-generate output) and of validation by generation.
+    fairseq_switch/lab/reports/generations.py (fairseq-generate output) and of validation by generation.
 
     Every line goes through `detokenize(line, spm_model, pieces)` (<unk> deleted, pieces joined,
     byte pieces decoded), then `compute_metrics`. `pieces` None: the lines are raw pieces if any of

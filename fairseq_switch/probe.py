@@ -19,7 +19,7 @@ Per point, `value` is what selection clusters on (the confidence, or the per-tok
 across checkpoints the values form the point's trajectory (probe_selection.py).
 
 Used at every validation of a pretraining run (task option --probe, `ProbeConfig`) and offline on
-saved checkpoints (fairseq_switch/reports/probe_checkpoints.py, scripts/probe_checkpoints.py); both
+saved checkpoints (fairseq_switch/lab/reports/probe_checkpoints.py, scripts/probe_checkpoints.py); both
 write the same per-point rows.
 """
 

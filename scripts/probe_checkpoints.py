@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Run the zero-shot probe offline on saved checkpoints.
 
-A thin command line: the code and the full usage (--help) are in fairseq_switch/reports/probe_checkpoints.py.
+A thin command line: the code and the full usage (--help) are in fairseq_switch/lab/reports/probe_checkpoints.py.
 """
 
-from fairseq_switch.reports.probe_checkpoints import main
+from fairseq_switch.lab.reports.probe_checkpoints import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

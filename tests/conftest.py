@@ -42,10 +42,10 @@ def data_dir(tmp_path_factory):
 def pretrain_data(tmp_path_factory):
     """Moby-Dick through prepare_pretraining_data (vocab 600), and its fairseq-preprocess, in this process (a
     subprocess spends seconds importing fairseq again): (folder, its stdout)."""
-    from fairseq_switch.corpora.prepare import pretraining
+    from fairseq_switch.lab.corpora.prepare import pretraining
     from fairseq_switch.data import vocab
 
-    from .helpers import fairseq_preprocess_in_process
+    from tests.helpers import fairseq_preprocess_in_process
 
     out = tmp_path_factory.mktemp("pretrain") / "bin"
     argv = ["--out", str(out), "--vocab-size", "600", "--valid-words", "4000", "--test-words", "2000",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch import cli
+from fairseq_switch.lab import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -372,7 +372,7 @@ def _restore_in_process(data: Path, ckpt: Path, flags, save_dir: Path):
     from fairseq.logging import metrics
     from fairseq.trainer import Trainer
 
-    from .helpers import USER_DIR
+    from tests.helpers import USER_DIR
 
     argv = [str(data), "--user-dir", USER_DIR, "--task", "text_to_text", "--arch", "switch_transformer", *flags,
             "--criterion", "switch_cross_entropy", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "2048",
@@ -394,7 +394,7 @@ def _restore_in_process(data: Path, ckpt: Path, flags, save_dir: Path):
 def test_fairseq_train_finetunes_and_generates_a_converted_switch_model(hf, tmp_path, monkeypatch):
     """An expert-sharded conversion: fairseq-train --finetune-from-model, then fairseq-generate on the result;
     and a plain --restore-file (no optimizer state in a conversion: fairseq starts a fresh one)."""
-    from .test_text_to_text import BIN, fairseq_train, run
+    from tests.test_text_to_text import BIN, fairseq_train, run
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the subprocesses' tiny matmuls, as in one_thread
     conv = tmp_path / "conv"

@@ -1,5 +1,5 @@
-"""Tests of scripts/prepare_demo_data.py, fairseq_switch/corpora/prepare/demo.py (the Moby-Dick next-sentence demo
-data set).
+"""Tests of scripts/prepare_demo_data.py, fairseq_switch/lab/corpora/prepare/demo_pairs.py (the Moby-Dick
+next-sentence demo data set).
 
 The corpus (data/moby_dick/moby_dick.txt) is committed, so nothing here needs the network.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora.prepare.demo import read_paragraphs, split_demo_pairs
-from fairseq_switch.corpora.prepare.sentences import build_pairs, make_pairs, split_sentences
+from fairseq_switch.lab.corpora.prepare.demo_pairs import read_paragraphs, split_demo_pairs
+from fairseq_switch.lab.corpora.prepare.sentences import build_pairs, make_pairs, split_sentences
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "prepare_demo_data.py"
@@ -90,7 +90,7 @@ def test_split_pairs_deterministic_and_disjoint():
 
 
 def test_preparation_does_not_import_torch():
-    code = ("import sys; from fairseq_switch.corpora.prepare import demo; "
+    code = ("import sys; from fairseq_switch.lab.corpora.prepare import demo_pairs as demo; "
             "demo.split_demo_pairs([('A.', 'B.')] * 3, 1, 1, seed=1); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,7 +17,7 @@ from fairseq_switch.data.teacher_cache import TeacherCache, example_key
 from fairseq_switch.models.student_init import plan_student_init
 from fairseq_switch.models.teacher import check_teacher_vocabulary, freeze
 
-from .helpers import build, make_dictionary, random_batch
+from tests.helpers import build, make_dictionary, random_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -301,7 +301,7 @@ def test_mismatched_teacher_vocabulary_fails_before_training(pretrain_data, teac
     assert "fairseq-switch: error: --teacher-path" in res.stderr and "Traceback" not in res.stderr
 
 
-# -- fairseq_switch/reports/distillation.py (scripts/distill_report.py) ----------------------------
+# -- fairseq_switch/lab/reports/distillation.py (scripts/distill_report.py) ----------------------------
 def _job(path, choice, params, valid, expert_params=0):
     (path / ".hydra").mkdir(parents=True)
     if choice:
@@ -319,7 +319,7 @@ def _job(path, choice, params, valid, expert_params=0):
 def test_distill_report_rows(tmp_path):
     """Teacher -4.0 (10M params), baseline -5.0, students -4.8 and -4.7 (2M): 20% and 30% of the
     gain preserved at 80% compression; the baseline preserves 0% by definition."""
-    from fairseq_switch.reports import distillation as report
+    from fairseq_switch.lab.reports import distillation as report
     sweep = tmp_path / "sweep"
     _job(sweep / "0_none", "none", 2_000_000, [(100, -5.5), (200, -5.0)])
     _job(sweep / "1_init", "init", 2_000_000, [(100, -5.2), (200, -4.8)])

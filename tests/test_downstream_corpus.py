@@ -1,4 +1,4 @@
-"""Tests of fairseq_switch/corpora/downstream (scripts/fetch_downstream_corpus.py) and the bundled sets in
+"""Tests of fairseq_switch/lab/corpora/downstream (scripts/fetch_downstream_corpus.py) and the bundled sets in
 data/downstream/.
 
 No network: the extraction functions run on hand-written Debian stanzas, BBC articles and
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora import downloads, text
-from fairseq_switch.corpora.downstream import bbc, build, debian, spam
-from fairseq_switch.corpora.downstream.settings import BUNDLE
-from fairseq_switch.corpora.downstream.splits import shuffled_order, split_pairs
+from fairseq_switch.lab.corpora import downloads, text
+from fairseq_switch.lab.corpora.downstream import bbc, build, debian, spam
+from fairseq_switch.lab.corpora.downstream.settings import BUNDLE
+from fairseq_switch.lab.corpora.downstream.splits import shuffled_order, split_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "downstream"

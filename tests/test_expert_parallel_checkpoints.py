@@ -34,7 +34,7 @@ from fairseq_switch.checkpoints import (
 from fairseq_switch import reshard as reshard_cli
 
 from . import ep_harness as H
-from .test_expert_parallel_training import assert_same_run
+from tests.test_expert_parallel_training import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, SPLIT = 4, 2  # train 2 steps, save, resume for 2 more

@@ -1,4 +1,4 @@
-"""fairseq_switch/reports/model_stats.py (scripts/model_stats.py): parameter counts (paper Table 9),
+"""fairseq_switch/lab/reports/model_stats.py (scripts/model_stats.py): parameter counts (paper Table 9),
 active parameters and FLOPs per token."""
 
 import functools
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_switch.reports import model_stats as ms
+from fairseq_switch.lab.reports import model_stats as ms
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of fairseq_switch/corpora/multilingual.py (scripts/fetch_multilingual_corpus.py) and the bundled
+"""Tests of fairseq_switch/lab/corpora/fetch_multilingual.py (scripts/fetch_multilingual_corpus.py) and the bundled
 sample in data/multilingual/.
 
 No network: the extraction runs on a hand-written help page and a tiny .deb built here;
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora import downloads, help_packages, help_pages, multilingual
+from fairseq_switch.lab.corpora import downloads, help_packages, help_pages
+from fairseq_switch.lab.corpora import fetch_multilingual as multilingual
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "multilingual"

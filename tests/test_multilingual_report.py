@@ -1,4 +1,4 @@
-"""fairseq_switch/reports/multilingual.py (scripts/multilingual_report.py) on synthetic validation logs:
+"""fairseq_switch/lab/reports/multilingual_report.py (scripts/multilingual_report.py) on synthetic validation logs:
 per-language numbers by hand, outputs, errors."""
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.reports import multilingual as mr
+from fairseq_switch.lab.reports import multilingual_report as mr
 
 ROOT = Path(__file__).resolve().parents[1]
 

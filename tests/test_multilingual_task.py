@@ -10,10 +10,10 @@ from fairseq import options, tasks
 from fairseq.data import Dictionary, indexed_dataset
 from fairseq.logging import metrics
 
-from fairseq_switch.data.multilingual import epoch_plan, sampling_probs
+from fairseq_switch.data.language_mixture import epoch_plan, sampling_probs
 
 from . import ep_harness as H
-from .helpers import USER_DIR
+from tests.helpers import USER_DIR
 
 
 def test_sampling_probabilities_are_counts_to_the_alpha_normalised():

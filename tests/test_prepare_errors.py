@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora.prepare import demo, downstream
-from fairseq_switch.corpora.prepare import multilingual as multi
-from fairseq_switch.corpora.prepare import pretraining as pretrain
-from fairseq_switch.corpora.prepare.documents import spm_pieces
+from fairseq_switch.lab.corpora.prepare import demo_pairs as demo
+from fairseq_switch.lab.corpora.prepare import downstream
+from fairseq_switch.lab.corpora.prepare import multilingual_data as multi
+from fairseq_switch.lab.corpora.prepare import pretraining as pretrain
+from fairseq_switch.lab.corpora.prepare.documents import spm_pieces
 from fairseq_switch.data import corpus, vocab
 from fairseq_switch.data.pairs import read_pairs
 from tests.helpers import fairseq_preprocess_in_process

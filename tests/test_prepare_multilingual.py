@@ -1,5 +1,5 @@
-"""scripts/prepare_multilingual_data.py (fairseq_switch/corpora/prepare/multilingual.py): one shared SentencePiece
-vocabulary, per-language binarized splits.
+"""scripts/prepare_multilingual_data.py (fairseq_switch/lab/corpora/prepare/multilingual_data.py): one shared
+SentencePiece vocabulary, per-language binarized splits.
 
 End to end on a small slice of the bundled data/multilingual (de, ja, ru: ~12,000 characters each),
 plus the temperature-sampling arithmetic and the input errors.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora.prepare.languages import find_languages, select_languages
-from fairseq_switch.corpora.prepare.mixture import piece_quotas, sample_pieces, sampling_shares
+from fairseq_switch.lab.corpora.prepare.languages import find_languages, select_languages
+from fairseq_switch.lab.corpora.prepare.mixture import piece_quotas, sample_pieces, sampling_shares
 from fairseq_switch.data.corpus import CorpusError
 
 ROOT = Path(__file__).resolve().parents[1]

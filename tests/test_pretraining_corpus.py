@@ -1,4 +1,4 @@
-"""Tests of fairseq_switch/corpora/pretraining*.py (scripts/fetch_pretraining_corpus.py) and the committed
+"""Tests of fairseq_switch/lab/corpora/fetch_pretraining*.py (scripts/fetch_pretraining_corpus.py) and the committed
 sample it produced.
 
 Nothing here needs the network: the pure text functions are tested on hand-written
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora import pretraining
-from fairseq_switch.corpora import pretraining_sources as sources
-from fairseq_switch.corpora.text import normalize_paragraph
+from fairseq_switch.lab.corpora import fetch_pretraining as pretraining
+from fairseq_switch.lab.corpora import pretraining_sources as sources
+from fairseq_switch.lab.corpora.text import normalize_paragraph
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "pretrain_sample"

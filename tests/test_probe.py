@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from fairseq_switch import probe as P
 
-from .helpers import build, make_dictionary
+from tests.helpers import build, make_dictionary
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -258,7 +258,7 @@ def _fake_run(root: Path, name: str, experts: int, updates, upstream, finetuned,
 def test_upstream_downstream_report(tmp_path):
     from scipy import stats
 
-    from fairseq_switch.reports import upstream_downstream as ud
+    from fairseq_switch.lab.reports import upstream_downstream as ud
     rng = np.random.default_rng(0)
     ups = [100, 200, 300, 400]
     up_a, up_b = [-6.0, -5.5, -5.2, -5.0], [-6.1, -5.4, -5.0, -4.9]
@@ -311,7 +311,7 @@ def test_upstream_downstream_report(tmp_path):
 
 
 def test_report_refuses_mismatched_points(tmp_path):
-    from fairseq_switch.reports import upstream_downstream as ud
+    from fairseq_switch.lab.reports import upstream_downstream as ud
     vals = np.full((5, 3), 0.5) + np.arange(3) * 0.1
     _fake_run(tmp_path, "a", 0, [1, 2, 3], [-3, -2, -1], [1, 2, 3], vals, vals > 0.55)
     rows = P.read_rows(str(tmp_path / "a" / "checkpoints" / "probe" / "t.jsonl"))

@@ -1,4 +1,4 @@
-"""fairseq_switch/probe_selection.py: correlation statistics against scipy, the three point selectors
+"""fairseq_switch/lab/probe_selection.py: correlation statistics against scipy, the three point selectors
 (determinism, budget, recovery of planted clusters), and the budget split across tasks."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 from sklearn.metrics import adjusted_rand_score
 
-from fairseq_switch import probe_selection as ps
+from fairseq_switch.lab import probe_selection as ps
 
 SELECTORS = {
     "random": lambda T, b, seed: ps.select_random(T.shape[0], b, seed),

@@ -1,10 +1,10 @@
-"""fairseq_switch/reports/reference_gap.py on synthetic runs: gaps, seed noise and the verdict by hand."""
+"""fairseq_switch/lab/reports/reference_gap.py on synthetic runs: gaps, seed noise and the verdict by hand."""
 
 import json
 
 import pytest
 
-from fairseq_switch.reports import reference_gap as rg
+from fairseq_switch.lab.reports import reference_gap as rg
 
 T = "[2026-12-05 10:00:00,000]"
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fairseq_switch import reference_transformers as R
+from fairseq_switch.lab import reference_transformers as R
 
 # no jitter and capacity for every token: both implementations route (and keep) exactly the same tokens
 NO_DROP = ("+model.moe_jitter_eps=0", "model.moe_capacity_factor=8", "model.moe_eval_capacity_factor=8")

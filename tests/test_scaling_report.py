@@ -1,4 +1,4 @@
-"""fairseq_switch/reports/scaling.py (scripts/scaling_report.py) on synthetic Hydra sweeps: speed-ups
+"""fairseq_switch/lab/reports/scaling.py (scripts/scaling_report.py) on synthetic Hydra sweeps: speed-ups
 against hand-computed values, outputs, errors."""
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.reports import scaling as sr
-from fairseq_switch.reports.runs import neg_log_perplexity
+from fairseq_switch.lab.reports import scaling as sr
+from fairseq_switch.lab.reports.runs import neg_log_perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 LN2 = math.log(2)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_switch import evaluation as ev
-from fairseq_switch.reports import generations
+from fairseq_switch.lab.reports import generations
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "score_generations.py"

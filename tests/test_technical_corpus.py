@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora import technical, technical_sources as ts
+from fairseq_switch.lab.corpora import fetch_technical as technical
+from fairseq_switch.lab.corpora import technical_sources as ts
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian)")
 

@@ -20,10 +20,10 @@ def prepare(pretrained, out, *args):
     import contextlib
     import io
 
-    from fairseq_switch.corpora.prepare.downstream import main
+    from fairseq_switch.lab.corpora.prepare.downstream import main
     from fairseq_switch.data import vocab
 
-    from .helpers import fairseq_preprocess_in_process
+    from tests.helpers import fairseq_preprocess_in_process
 
     argv = ["--pretrained", str(pretrained), "--out", str(out), *map(str, args)]
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -134,7 +134,7 @@ def downstream(pretrain_data, tmp_path_factory):
 def _task_and_model(data, extra=()):
     from fairseq import options, tasks
 
-    from .helpers import USER_DIR
+    from tests.helpers import USER_DIR
 
     argv = [str(data), "--user-dir", USER_DIR, "--task", "text_to_text", "--arch", "switch_tiny",
             "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--moe-expert-count", "2", *extra]
@@ -279,7 +279,7 @@ def test_validation_scores_equal_score_generations_on_the_same_tokens(downstream
     from fairseq.data import data_utils
 
     from fairseq_switch.evaluation import rouge_scores
-    from fairseq_switch.reports.generations import score
+    from fairseq_switch.lab.reports.generations import score
 
     task, _ = _task_and_model(downstream, ["--eval-metric", "rouge"])
     d, sp = task.tgt_dict, spm.SentencePieceProcessor(model_file=str(downstream / "spm.model"))
@@ -331,7 +331,7 @@ def mixture(pretrain_data, downstream, tmp_path_factory):
 def test_mixture_epoch_visits_every_example_of_every_task_once(mixture):
     from fairseq import options, tasks
 
-    from .helpers import USER_DIR
+    from tests.helpers import USER_DIR
 
     args = options.parse_args_and_arch(options.get_training_parser(), [
         str(mixture), "--user-dir", USER_DIR, "--task", "text_to_text", "--mixture", "a,b", "--arch", "switch_tiny",
@@ -370,7 +370,7 @@ def test_mixture_score_is_the_mean_of_task_scores_not_pooled(mixture):
     from fairseq import options, tasks
     from fairseq.logging import metrics
 
-    from .helpers import USER_DIR
+    from tests.helpers import USER_DIR
 
     args = options.parse_args_and_arch(options.get_training_parser(), [
         str(mixture), "--user-dir", USER_DIR, "--task", "text_to_text", "--mixture", "a,b", "--eval-metric", "acc",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_switch.corpora.prepare import downstream
-from fairseq_switch.corpora.prepare import multilingual as multi
-from fairseq_switch.corpora.prepare import pretraining as pretrain
+from fairseq_switch.lab.corpora.prepare import downstream
+from fairseq_switch.lab.corpora.prepare import multilingual_data as multi
+from fairseq_switch.lab.corpora.prepare import pretraining as pretrain
 from fairseq_switch.data import pair_encoding, vocab
 from tests.helpers import fairseq_preprocess_in_process
 

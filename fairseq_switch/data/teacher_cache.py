@@ -12,7 +12,7 @@ One SQLite file per cache folder: safe for several ranks and runs at once (SQLit
 tied to one teacher and one k by a fingerprint; a folder made for another teacher is refused,
 never overwritten.
 
-`fairseq_switch.precompute_teacher` fills a cache ahead of training (scripts/precompute_teacher.py).
+`fairseq_switch.lab.precompute_teacher` fills a cache ahead of training (scripts/precompute_teacher.py).
 """
 
 import hashlib

@@ -21,7 +21,7 @@ from fairseq import utils
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
 
-from ..data.multilingual import MultilingualDataset, sampling_probs
+from ..data.language_mixture import MultilingualDataset, sampling_probs
 from .span_corruption import SpanCorruptionConfig, SpanCorruptionTask
 
 logger = logging.getLogger(__name__)

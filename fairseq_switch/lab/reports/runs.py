@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..logs import json_records
+from fairseq_switch.logs import json_records
 
 LOG_PREFERENCE = ("hydra_train.log", "train.log")
 VALIDATE_HINT = "run at least one validation: set dataset.validate_interval_updates (with common.log_format: json)"

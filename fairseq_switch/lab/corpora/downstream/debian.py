@@ -4,7 +4,7 @@ Read from apt's English description list ``<mirror>_dists_<suite>_main_i18n_Tran
 (or a ``Packages`` file whose ``Description:`` fields carry the long text). In each stanza the first
 line of ``Description(-en):`` is the synopsis (the target) and the indented continuation lines are the
 long description (the input; a line `` .`` is a paragraph break, paragraphs are joined with one space).
-The drop rules are in `extract_debian_pairs` and the docstring of `fairseq_switch.corpora.downstream.build`.
+The drop rules are in `extract_debian_pairs` and the docstring of `fairseq_switch.lab.corpora.downstream.build`.
 """
 
 from __future__ import annotations

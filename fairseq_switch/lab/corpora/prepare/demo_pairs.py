@@ -37,16 +37,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import time
 from pathlib import Path
 
-from ...data import corpus, vocab
+from fairseq_switch.data import corpus
 from ..files import sha256_file
 from ..paths import MOBY_DICK_TEXT
 from .documents import SPLITS
 from .sentences import build_pairs
+from .stages import Runner, Stage, binarize, train_vocabulary, with_bad_utf8
+from .steps import OneRecord
 
 DEFAULT_TEXT = MOBY_DICK_TEXT
 STAMP_NAME = "demo_data.json"
@@ -139,52 +140,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--max-tokens-per-side must be >= 1")
     return args
 
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     out: Path = args.out
-    try:
-        corpus.check_output_folder(out)
-    except corpus.CorpusError as e:
-        corpus.fail(str(e))
+    run = Runner(out, args.force, OneRecord(out / STAMP_NAME, args.force, "params", "stats"))
     utf8_counts = corpus.BadUtf8Counts(args.bad_utf8)
     paragraphs = read_paragraphs(args.text, args.bad_utf8, utf8_counts)
     if args.bad_utf8 != "error":
         print(f"[prepare] {corpus.describe_bad_utf8(utf8_counts.as_dict())}")
-    params = {
-        "format_version": FORMAT_VERSION,
-        "text_sha256": sha256_file(args.text),
-        "vocab_size": args.vocab_size,
-        "max_tokens_per_side": args.max_tokens_per_side,
-        "valid": args.valid,
-        "test": args.test,
-        "limit_pairs": args.limit_pairs,
-        "seed": args.seed,
-    }
-    if args.bad_utf8 != "error":  # absent by default, so that data built before the option stays up to date
-        params["bad_utf8"] = args.bad_utf8
-    stamp_path = out / STAMP_NAME
-    if not args.force and stamp_path.is_file() and all(p.is_file() for p in expected_outputs(out)):
-        try:
-            stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stamp = {}
-        if stamp.get("params") == params:
-            print(f"[prepare] {out} is up to date (same text and parameters); skipping. "
-                  f"Use --force to rebuild.")
-            stats = stamp.get("stats", {})
-            print("[prepare] " + ", ".join(f"{k}={v}" for k, v in stats.items()
-                                           if not isinstance(v, dict)))
-            return 0
-        print(f"[prepare] {out} was built with other parameters or text; rebuilding")
+    params = with_bad_utf8({"format_version": FORMAT_VERSION, "text_sha256": sha256_file(args.text),
+                            "vocab_size": args.vocab_size, "max_tokens_per_side": args.max_tokens_per_side,
+                            "valid": args.valid, "test": args.test, "limit_pairs": args.limit_pairs,
+                            "seed": args.seed}, args.bad_utf8)
+    stats = run.run(Stage("all", params, expected_outputs(out), lambda: build(args, out, paragraphs, utf8_counts),
+                          current=f"[prepare] {out} is up to date (same text and parameters); skipping. "
+                                  f"Use --force to rebuild.",
+                          stale=f"[prepare] {out} was built with other parameters or text; rebuilding"))
+    if "all" in run.skipped:
+        print("[prepare] " + ", ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict)))
+    else:
+        print(f"[prepare] wrote {out} in {time.time() - t0:.1f}s (stamp: {STAMP_NAME})")
+    return 0
 
+
+def build(args: argparse.Namespace, out: Path, paragraphs: list[str], utf8_counts: corpus.BadUtf8Counts) -> dict:
+    """Sentences -> pairs -> SentencePiece -> length filter -> splits -> fairseq-preprocess; the stats."""
     from tqdm import tqdm
 
-    from ...data.vocab import BUILTIN_SYMBOLS, VocabSizeError, load_spm, train_spm, unk_rates, write_fairseq_dict
+    from fairseq_switch.data.vocab import BUILTIN_SYMBOLS, load_spm, unk_rates, write_fairseq_dict
 
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    stamp_path.unlink(missing_ok=True)  # a failed rebuild must not look up to date
 
     # 1. sentences and pairs
     sentences, pairs, duplicates = build_pairs(paragraphs)
@@ -197,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. SentencePiece
     t = time.time()
-    try:
-        train_spm(all_sentences, out / "spm", args.vocab_size, args.seed)
-    except VocabSizeError as e:
-        corpus.fail(str(e))
+    train_vocabulary(all_sentences, out, args.vocab_size, args.seed)
     sp = load_spm(out / "spm.model")
     print(f"[prepare] SentencePiece unigram, vocab {sp.get_piece_size()}: "
           f"{out / 'spm.model'} ({time.time() - t:.1f}s)")
@@ -258,15 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     for stale in [out / f"dict.{SRC}.txt", out / f"dict.{TGT}.txt"]:
         stale.unlink(missing_ok=True)
     t = time.time()
-    log = vocab.run_fairseq_preprocess([  # by the module: tests put fairseq-preprocess in process
-        "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
-        "--testpref", str(raw / "test"), "--destdir", str(out),
-        "--joined-dictionary", "--srcdict", str(dict_path), "--workers", str(args.workers),
-    ])
-    missing = [p for p in expected_outputs(out) if not p.is_file()]
-    if missing:
-        raise SystemExit(f"error: fairseq-preprocess did not write {missing}")
+    log = binarize(["--source-lang", SRC, "--target-lang", TGT,
+                    "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
+                    "--testpref", str(raw / "test"), "--destdir", str(out),
+                    "--joined-dictionary", "--srcdict", str(dict_path), "--workers", str(args.workers)],
+                   expected_outputs(out))
     print(f"[prepare] fairseq-preprocess done ({time.time() - t:.1f}s); "
           f"dictionary: {n_dict + len(BUILTIN_SYMBOLS)} symbols; "
           + ", ".join(unk_rates(log)))
@@ -290,7 +271,4 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.bad_utf8 != "error":
         stats["bad_utf8"] = utf8_counts.as_dict()
-    stamp_path.write_text(json.dumps({"params": params, "stats": stats}, indent=2) + "\n",
-                          encoding="utf-8")
-    print(f"[prepare] wrote {out} in {time.time() - t0:.1f}s (stamp: {stamp_path.name})")
-    return 0
+    return stats

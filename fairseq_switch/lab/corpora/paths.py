@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR = REPO_ROOT / "data"
 DATA_RAW_DIR = REPO_ROOT / "data-raw"
 MOBY_DICK_TEXT = DATA_DIR / "moby_dick" / "moby_dick.txt"  # the bundled demo corpus, one paragraph per line

@@ -17,7 +17,8 @@ Per language (only the languages both runs validate on; the others are listed an
     higher is better); difference = Switch final - dense final (> 0: Switch better, "improved").
   * step speed-up = dense final update / the first update at which the Switch run reaches the dense
     run's final quality for that language, linearly interpolated between the two validations around the
-    crossing (`crossing()` of fairseq_switch/reports/scaling.py; the Switch run's first validation if already there).
+    crossing (`crossing()` of fairseq_switch/lab/reports/scaling.py; the Switch run's first validation if already
+    there).
     A language the Switch run never reaches has no speed-up: it is listed as "not reached", left out of
     the mean and median, and counted as below 4x in the share of languages at 4x or more.
 The all-language row is computed the same way from the plain `neg_log_perplexity` (else -nll_loss x ln 2).
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..logs import model_params
+from fairseq_switch.logs import model_params
 from . import plots
 from .runs import VALIDATE_HINT, finite, neg_log_perplexity, read_log, validation_records
 from .scaling import crossing

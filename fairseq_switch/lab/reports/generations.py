@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-from .. import evaluation
+from fairseq_switch import evaluation
 
 
 def metric_list(value: str) -> List[str]:

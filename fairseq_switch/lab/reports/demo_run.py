@@ -4,7 +4,7 @@
    (scripts/prepare_pretraining_data.py -> data-bin/pretrain_sample);
 2. one Hydra multirun, `fairseq-hydra-train -m --config-dir config --config-name pretrain_tiny
    model.moe_expert_count=0,8`: the dense baseline and switch_tiny, same FLOPs per token, same updates;
-3. the scaling report (fairseq_switch/reports/scaling.py, as scripts/scaling_report.py): validation
+3. the scaling report (fairseq_switch/lab/reports/scaling.py, as scripts/scaling_report.py): validation
    negative log perplexity side by side, the speed-ups, plots;
 4. fairseq-generate with the Switch model on a few held-out corrupted examples.
 """
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ..logs import json_records
+from fairseq_switch.logs import json_records
 from .scaling import make_report
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: config/, data-bin/, runs/, scripts/
+ROOT = Path(__file__).resolve().parents[3]  # the repository: config/, data-bin/, runs/, scripts/
 BIN = Path(sys.executable).parent
 
 

@@ -2,7 +2,7 @@
 
 Language l gets the share p_l = n_l^alpha / sum_k n_k^alpha of the text pieces (n_l: its training
 characters), so small languages keep a share of the vocabulary; a language whose share exceeds its text
-repeats its pieces. (fairseq_switch.data.multilingual.sampling_probs applies the same formula to the
+repeats its pieces. (fairseq_switch.data.language_mixture.sampling_probs applies the same formula to the
 training examples of each epoch.)
 """
 

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-USER_DIR = Path(__file__).resolve().parents[1]  # the fairseq_switch package: fairseq's --user-dir
+USER_DIR = Path(__file__).resolve().parents[2]  # the fairseq_switch package: fairseq's --user-dir
 
 
 def _param_count(module: nn.Module) -> int:
@@ -68,7 +68,7 @@ def build_model(
 
     # fairseq skips --user-dir when the package is already imported (it is: this module is in it), so
     # the architectures are registered here
-    from .. import models  # noqa: F401
+    from fairseq_switch import models  # noqa: F401
 
     d = Dictionary()  # bos, pad, eos, unk
     n_specials = len(d)
@@ -90,7 +90,7 @@ def build_model(
 
 
 def _switch_ffn_class():
-    from ..modules.switch_layer import SwitchFFN
+    from fairseq_switch.modules.switch_layer import SwitchFFN
 
     return SwitchFFN
 
@@ -103,7 +103,7 @@ def _stack_flops(stack: nn.Module, self_len: float, src_len: int, is_decoder: bo
     """Walk one stack (encoder or decoder) analytically. Returns per-token FLOPs split by who pays."""
     from fairseq.modules import MultiheadAttention
 
-    from ..modules.t5_layers import T5Attention
+    from fairseq_switch.modules.t5_layers import T5Attention
 
     SwitchFFN = _switch_ffn_class()
     own = 0.0  # per token of this stack

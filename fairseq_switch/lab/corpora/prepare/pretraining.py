@@ -31,11 +31,11 @@ import collections
 import time
 from pathlib import Path
 
-from ...data import vocab
-from ...data.corpus import BadUtf8Counts, CorpusError, check_output_folder, corpus_files, describe_bad_utf8, fail, \
-    read_documents
-from ...data.sentinels import NUM_SENTINELS, sentinel_symbols
-from ...data.vocab import VocabSizeError, describe_unk, encode_file, has_byte_fallback, min_vocab_size, \
+from fairseq_switch.data import vocab
+from fairseq_switch.data.corpus import (BadUtf8Counts, CorpusError, check_output_folder, corpus_files,
+                                        describe_bad_utf8, fail, read_documents)
+from fairseq_switch.data.sentinels import NUM_SENTINELS, sentinel_symbols
+from fairseq_switch.data.vocab import VocabSizeError, describe_unk, encode_file, has_byte_fallback, min_vocab_size, \
     train_spm, unk_percent, unk_rates, write_fairseq_dict
 from ..paths import DATA_DIR, MOBY_DICK_TEXT
 from .documents import SPLITS, count_lines_words, spm_pieces, split_documents

@@ -47,7 +47,7 @@ def precompute(train_argv: List[str], epochs: List[int], splits: List[str]) -> N
     targs = options.parse_args_and_arch(options.get_training_parser(), train_argv)
     cfg = convert_namespace_to_omegaconf(targs)
     utils.import_user_module(cfg.common)
-    from .criterions.switch_distillation import SwitchDistillationCriterion
+    from fairseq_switch.criterions.switch_distillation import SwitchDistillationCriterion
 
     if cfg.criterion._name != "switch_distillation" or not cfg.criterion.teacher_cache_dir:
         raise SystemExit("error: give the distillation run's arguments: --criterion switch_distillation with "

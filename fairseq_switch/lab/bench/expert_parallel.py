@@ -59,8 +59,8 @@ import torch
 
 import fairseq_switch
 
-from ..data.sentinels import sentinel_symbols
-from ..data.span_corruption import example_lengths, raw_length_for_input
+from fairseq_switch.data.sentinels import sentinel_symbols
+from fairseq_switch.data.span_corruption import example_lengths, raw_length_for_input
 from .common import free_port
 
 # deprecation noise from fairscale's imports and fairseq's hydra setup, printed once per spawned rank
@@ -153,7 +153,7 @@ def worker(rank: int, world: int, port: int, spec: Spec, data_dir: str, out_dir:
     import torch.distributed as dist
     from fairseq.logging import metrics
 
-    from ..modules.switch_layer import SwitchFFN
+    from fairseq_switch.modules.switch_layer import SwitchFFN
 
     _exit_with_parent()
     logging.disable(logging.INFO)  # fairseq and the plugin log every build step, once per rank

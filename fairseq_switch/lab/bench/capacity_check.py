@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.routing import RouterConfig
-from ..modules.switch_layer import SwitchFFN
+from fairseq_switch.modules.routing import RouterConfig
+from fairseq_switch.modules.switch_layer import SwitchFFN
 from .common import add_options
 
 

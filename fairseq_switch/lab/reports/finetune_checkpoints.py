@@ -28,11 +28,11 @@ from typing import Any, List, Optional
 
 import torch
 
-from ..logs import json_records
+from fairseq_switch.logs import json_records
 from .checkpoint_files import checkpoints_of, checkpoints_parser, run_dir_of
 from .generations import error_line, score_file
 
-USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the fairseq_switch package
+USER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the fairseq_switch package
 ROOT = os.path.dirname(USER_DIR)  # the repository: fairseq runs from there, scripts/ is there
 
 
@@ -43,7 +43,7 @@ SHAPE_KEYS = ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
 
 def checkpoint_info(path: str) -> dict:
     """Update, expert count and pretraining data of a checkpoint (read on CPU, experts not loaded)."""
-    from ..models.teacher import read_checkpoint
+    from fairseq_switch.models.teacher import read_checkpoint
 
     state = read_checkpoint(path, "checkpoint")
     cfg = state["cfg"]

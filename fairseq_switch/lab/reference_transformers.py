@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-USER_DIR = Path(__file__).resolve().parent
+USER_DIR = Path(__file__).resolve().parents[1]  # the fairseq_switch package: fairseq's --user-dir
+CONFIG_DIR = USER_DIR.parent / "config"
 BALANCE_CHOICES = ("transformers", "batch")
 
 
@@ -69,7 +69,7 @@ def compose_config(data: str, experts: int, seed: int, config_name: str = "pretr
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from .plugin import register
+    from fairseq_switch.plugin import register
 
     register()  # add_defaults reads the plugin's task, model and criterion dataclasses
     if not os.path.isfile(os.path.join(config_dir, f"{config_name}.yaml")):
@@ -222,8 +222,8 @@ def to_transformers(side: FairseqSide, expert_capacity: Optional[int] = None) ->
     the fairseq model's current weights, mapped by the checkpoint converter (in memory)."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-    from .convert.mapping import EMBED_FS, hf_config, spec_from_fairseq_cfg
-    from .convert.to_transformers import DEFAULT_EXPERT_CAPACITY, TensorMapper
+    from fairseq_switch.convert.mapping import EMBED_FS, hf_config, spec_from_fairseq_cfg
+    from fairseq_switch.convert.to_transformers import DEFAULT_EXPERT_CAPACITY, TensorMapper
 
     where = "the fairseq model"
     spec = spec_from_fairseq_cfg(side.cfg.model, where)
@@ -462,7 +462,7 @@ def check_options(o: RunOptions, overwrite: bool = False) -> None:
 
 
 def write_log(path: str, rows: List[Dict[str, Any]]) -> None:
-    from .file_io import save_text
+    from fairseq_switch.file_io import save_text
 
     save_text("".join(json.dumps(r) + "\n" for r in rows), path)
 
@@ -607,7 +607,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
-        from .cli_errors import raised_by_plugin
+        from fairseq_switch.cli_errors import raised_by_plugin
 
         if not raised_by_plugin(e.__traceback__):
             raise

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..logs import model_params
+from fairseq_switch.logs import model_params
 from .runs import collect_paths, read_log, validation_curve
 from .tables import fmt, md_table
 

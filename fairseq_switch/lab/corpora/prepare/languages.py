@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...data import corpus
+from fairseq_switch.data import corpus
 from .documents import split_documents
 
 NOT_LANGUAGES = {"meta.json", "README.md"}

@@ -3,9 +3,9 @@
 import argparse
 from typing import List, Optional
 
-from ...data import corpus
-from ...data.sentinels import NUM_SENTINELS
-from ...data.vocab import vocab_size_problem
+from fairseq_switch.data import corpus
+from fairseq_switch.data.sentinels import NUM_SENTINELS
+from fairseq_switch.data.vocab import vocab_size_problem
 
 NO_BYTE_FALLBACK_HELP = ("train SentencePiece without byte fallback: characters the vocabulary lacks become <unk> "
                          "instead of their UTF-8 bytes (frees 256 vocabulary slots)")

@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...data import vocab
-from ...data.corpus import BadUtf8Counts, CorpusError, check_output_folder, describe_bad_utf8, fail
-from ...data.pair_encoding import encode_pairs, length_table, truncation_warnings, unk_percents, unk_warning
-from ...data.pairs import read_pairs
+from fairseq_switch.data import vocab
+from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, check_output_folder, describe_bad_utf8, fail
+from fairseq_switch.data.pair_encoding import encode_pairs, length_table, truncation_warnings, unk_percents, unk_warning
+from fairseq_switch.data.pairs import read_pairs
 from .documents import SPLITS
 
 if TYPE_CHECKING:  # imported where it runs: sentencepiece is not needed to import this module

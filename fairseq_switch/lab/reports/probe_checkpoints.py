@@ -25,7 +25,7 @@ import torch
 from .checkpoint_files import checkpoints_of, checkpoints_parser
 
 if TYPE_CHECKING:
-    from ..probe import ProbeTask
+    from fairseq_switch.probe import ProbeTask
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -55,8 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import fairseq_switch.models  # noqa: F401
     import fairseq_switch.tasks  # noqa: F401
 
-    from .. import probe as zero_shot
-    from ..models.teacher import load_model, read_checkpoint
+    from fairseq_switch import probe as zero_shot
+    from fairseq_switch.models.teacher import load_model, read_checkpoint
 
     cfg = zero_shot.ProbeConfig(probe=args.probe, probe_split=args.probe_split, probe_points=args.probe_points,
                                 probe_select=args.probe_select, probe_batch_size=args.probe_batch_size)
@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _done(rows_file: str, checkpoint: str, update: int, task: "ProbeTask") -> bool:
     """Whether `rows_file` holds this task's points at this update of this run (the checkpoint's folder;
     a row without one was written by the run itself)."""
-    from ..probe import read_rows
+    from fairseq_switch.probe import read_rows
 
     if not os.path.isfile(rows_file):
         return False

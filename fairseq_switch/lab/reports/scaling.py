@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from ..logs import json_records, logged_arg, model_params
+from fairseq_switch.logs import json_records, logged_arg, model_params
 from . import plots
 from .runs import VALIDATE_HINT, collect_paths, read_log, validation_curve
 from .tables import fmt, md_table

@@ -46,7 +46,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ...data import corpus, sentinels, vocab
+from fairseq_switch.data import corpus, sentinels, vocab
 from ..files import write_if_changed
 from ..paths import DATA_DIR
 from .documents import SPLITS, text_pieces

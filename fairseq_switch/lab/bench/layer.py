@@ -29,8 +29,8 @@ import torch.nn as nn
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..modules.routing import RouterConfig, expert_capacity
-from ..modules.switch_layer import ExpertFFN, SwitchFFN
+from fairseq_switch.modules.routing import RouterConfig, expert_capacity
+from fairseq_switch.modules.switch_layer import ExpertFFN, SwitchFFN
 from ..reports.tables import fmt
 from .common import free_port
 

@@ -8,7 +8,7 @@
 3. **Moby-Dick** (``read_moby_dick``): the bundled ``data/moby_dick/moby_dick.txt``, in chunks of
    ``MOBY_CHUNK`` paragraphs (its chapter headings are gone).
 Every document is NFC-normalized with its whitespace runs collapsed to one space (``render``
-refuses anything else). See ``fairseq_switch.corpora.pretraining`` for the outputs.
+refuses anything else). See ``fairseq_switch.lab.corpora.fetch_pretraining`` for the outputs.
 """
 
 from __future__ import annotations
