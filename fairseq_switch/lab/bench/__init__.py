@@ -11,5 +11,5 @@ Each module holds one script's logic and its `main(argv) -> int`; the script is 
     (scripts/check_expert_capacity.py);
   - common: what they share (option helpers, a free port).
 
-Nothing here runs in CI; they print markdown for the README.
+Nothing here runs in CI; they print markdown for docs/results/ and docs/.
 """

@@ -6,7 +6,7 @@ DEFAULT_OUT_ROOT = DATA_DIR / "downstream"
 DEFAULT_CACHE_DIR = DATA_RAW_DIR / "downstream"
 SPLITS = ("train", "valid", "test")
 
-# Settings of the bundled sets (``--source all``); the README quotes them.
+# Settings of the bundled sets (``--source all``); docs/finetuning.md quotes them.
 BUNDLE = {
     "debian": dict(train=3000, valid=200, test=200, min_words=25, max_words=60),
     "bbc-topic": dict(train=1200, valid=150, test=150, max_words=32),
