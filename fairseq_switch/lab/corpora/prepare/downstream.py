@@ -27,17 +27,18 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fairseq_switch.data import vocab
-from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, check_output_folder, describe_bad_utf8, fail
+from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, describe_bad_utf8, fail
 from fairseq_switch.data.pair_encoding import encode_pairs, length_table, truncation_warnings, unk_percents, unk_warning
 from fairseq_switch.data.pairs import read_pairs
 from .documents import SPLITS
+from .stages import Runner, Stage, binarize, with_bad_utf8
+from .steps import OneRecord
 
 if TYPE_CHECKING:  # imported where it runs: sentencepiece is not needed to import this module
     import sentencepiece as spm
@@ -102,13 +103,10 @@ def fingerprint(files: dict[str, Path], args: argparse.Namespace) -> dict:
         h.update(files[s].read_bytes())
     for name in ("spm.model", "dict.txt"):
         h.update((args.pretrained / name).read_bytes())
-    key = {"version": FORMAT_VERSION, "inputs": h.hexdigest(), "input_field": args.input_field,
-           "target_field": args.target_field, "format": args.format, "prefix": args.prefix,
-           "max_input_tokens": args.max_input_tokens, "max_target_tokens": args.max_target_tokens,
-           "overlong": args.overlong}
-    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
-        key["bad_utf8"] = args.bad_utf8
-    return key
+    return with_bad_utf8({"version": FORMAT_VERSION, "inputs": h.hexdigest(), "input_field": args.input_field,
+                          "target_field": args.target_field, "format": args.format, "prefix": args.prefix,
+                          "max_input_tokens": args.max_input_tokens, "max_target_tokens": args.max_target_tokens,
+                          "overlong": args.overlong}, args.bad_utf8)
 
 
 def encode_split(sp: "spm.SentencePieceProcessor", path: Path, args: argparse.Namespace, out_src: Path, out_tgt: Path,
@@ -123,10 +121,8 @@ def encode_split(sp: "spm.SentencePieceProcessor", path: Path, args: argparse.Na
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
-    try:
-        check_output_folder(args.out)
-    except CorpusError as e:
-        fail(str(e))
+    out, raw = args.out, args.out / "raw"
+    run = Runner(out, args.force, OneRecord(out / "prepare.json", args.force))
     for name in ("spm.model", "dict.txt"):
         if not (args.pretrained / name).is_file():
             raise SystemExit(f"error: {args.pretrained / name} not found: --pretrained must be the pretraining data "
@@ -135,58 +131,43 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 2:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 2 (one piece and </s>)")
     files = find_inputs(args)
-    out, raw = args.out, args.out / "raw"
-    stamp = out / "prepare.json"
-    key = fingerprint(files, args)
     outputs = [out / f"dict.{lang}.txt" for lang in (SRC, TGT)] + [
         out / f"{s}.{SRC}-{TGT}.{lang}.{ext}" for s in files for lang in (SRC, TGT) for ext in ("bin", "idx")]
-    if not args.force and stamp.is_file() and all(p.is_file() for p in outputs):
-        done = json.loads(stamp.read_text())
-        if done.get("key") == key:
-            print(f"[prepare] {out}: up to date")
-            _report(done, args)
-            return 0
-    raw.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
 
-    import sentencepiece as spm
+    def build() -> dict:
+        import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=str(args.pretrained / "spm.model"))
-    counts, lengths, utf8_counts, unknown = {}, {}, BadUtf8Counts(args.bad_utf8), collections.Counter()
-    try:
-        for s, f in files.items():
-            print(f"[prepare] encode {s}: {f}", flush=True)
-            counts[s], lengths[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}", utf8_counts,
-                                                 unknown)
-            if counts[s]["kept"] == 0:
-                raise SystemExit(f"error: {f}: no usable pair ({counts[s]['read']} read, {counts[s]['empty']} "
-                                 f"empty, {counts[s]['dropped_overlong']} over-long)")
-    except CorpusError as e:
-        fail(str(e))
+        raw.mkdir(parents=True, exist_ok=True)
+        sp = spm.SentencePieceProcessor(model_file=str(args.pretrained / "spm.model"))
+        counts, lengths, utf8_counts, unknown = {}, {}, BadUtf8Counts(args.bad_utf8), collections.Counter()
+        try:
+            for s, f in files.items():
+                print(f"[prepare] encode {s}: {f}", flush=True)
+                counts[s], lengths[s] = encode_split(sp, f, args, raw / f"{s}.{SRC}", raw / f"{s}.{TGT}",
+                                                     utf8_counts, unknown)
+                if counts[s]["kept"] == 0:
+                    raise SystemExit(f"error: {f}: no usable pair ({counts[s]['read']} read, {counts[s]['empty']} "
+                                     f"empty, {counts[s]['dropped_overlong']} over-long)")
+        except CorpusError as e:
+            fail(str(e))
+        for p in outputs:
+            p.unlink(missing_ok=True)
+        binarize(["--source-lang", SRC, "--target-lang", TGT, "--srcdict", str(args.pretrained / "dict.txt"),
+                  "--tgtdict", str(args.pretrained / "dict.txt"),
+                  *[a for s in files for a in (f"--{s}pref", str(raw / s))],
+                  "--destdir", str(out), "--workers", str(args.workers)], outputs)
+        shutil.copy(args.pretrained / "spm.model", out / "spm.model")
+        record = {"counts": counts, "lengths": lengths, "unk_percent": {s: unk_percents(c) for s, c in counts.items()},
+                  "pretrained": str(args.pretrained.resolve()), "byte_fallback": vocab.has_byte_fallback(sp),
+                  "unknown_characters": dict(unknown.most_common(20))}
+        if args.bad_utf8 != "error":
+            record["bad_utf8"] = utf8_counts.as_dict()
+        return record
 
-    for p in outputs:
-        p.unlink(missing_ok=True)
-    prefs = []
-    for s in files:
-        prefs += [f"--{s}pref", str(raw / s)]
-    vocab.run_fairseq_preprocess([  # by the module: tests put fairseq-preprocess in process
-        "--source-lang", SRC, "--target-lang", TGT, "--srcdict", str(args.pretrained / "dict.txt"),
-        "--tgtdict", str(args.pretrained / "dict.txt"), *prefs, "--destdir", str(out), "--workers", str(args.workers),
-    ])
-    missing = [str(p) for p in outputs if not p.is_file()]
-    if missing:
-        raise SystemExit(f"error: fairseq-preprocess did not write {', '.join(missing)}")
-    shutil.copy(args.pretrained / "spm.model", out / "spm.model")
-    record = {"key": key, "counts": counts, "lengths": lengths,
-              "unk_percent": {s: unk_percents(c) for s, c in counts.items()},
-              "pretrained": str(args.pretrained.resolve())}
-    record["byte_fallback"] = vocab.has_byte_fallback(sp)
-    record["unknown_characters"] = dict(unknown.most_common(20))
-    if args.bad_utf8 != "error":
-        record["bad_utf8"] = utf8_counts.as_dict()
-    stamp.write_text(json.dumps(record, indent=1))
+    record = run.run(Stage("all", fingerprint(files, args), outputs, build, current=f"[prepare] {out}: up to date"))
     _report(record, args)
-    print(f"[prepare] {out}: done in {time.time() - t0:.1f}s")
+    if "all" not in run.skipped:
+        print(f"[prepare] {out}: done in {time.time() - t0:.1f}s")
     return 0
 
 

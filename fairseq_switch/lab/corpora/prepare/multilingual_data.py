@@ -53,7 +53,8 @@ from .documents import SPLITS, text_pieces
 from .languages import find_languages, read_language, select_languages, split_language
 from .mixture import piece_quotas, sample_pieces, sampling_shares
 from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
-from .steps import Steps, sha256_files
+from .stages import Runner, Stage, binarize, describe_vocabulary, encode_splits, spm_key, split_key, train_vocabulary
+from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "multilingual"]
 FORMAT_VERSION = 1
@@ -96,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     NUM_SENTINELS = sentinels.NUM_SENTINELS
-
+    out: Path = args.out
+    raw = out / "raw"
+    run = Runner(out, args.force)
     try:
-        corpus.check_output_folder(args.out)
         available = find_languages(args.inputs or DEFAULT_INPUTS)
     except corpus.CorpusError as e:
         corpus.fail(str(e))
@@ -106,25 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     files = {lang: available[lang] for lang in languages}
     print(f"[prepare] {len(languages)} language(s): "
           + ", ".join(f"{lang} ({len(fs)} file{'s' if len(fs) > 1 else ''})" for lang, fs in files.items()))
-
-    out: Path = args.out
-    raw = out / "raw"
     out.mkdir(parents=True, exist_ok=True)
-    steps = Steps(out, args.force)
     for entry in ("options", "languages"):  # this run's summary, written at the end
-        steps.state.pop(entry, None)
-
-    # 1. documents and splits, per language (every language is checked before anything is written)
-    split_key = {"version": FORMAT_VERSION, "languages": languages,
-                 "inputs": {lang: sha256_files(files[lang]) for lang in languages},
-                 "doc_format": args.doc_format, "json_field": args.json_field,
-                 "valid_chars": args.valid_chars, "test_chars": args.test_chars, "seed": args.seed}
-    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
-        split_key["bad_utf8"] = args.bad_utf8
+        run.record.state.pop(entry, None)
     text_files = {lang: {s: raw / lang / f"{s}.txt" for s in SPLITS} for lang in languages}
-    if steps.done("split", split_key, [f for lang in languages for f in text_files[lang].values()]):
-        print("[prepare] 1/4 documents: up to date")
-    else:
+    piece_files = {lang: {s: raw / lang / f"{s}.pieces" for s in SPLITS} for lang in languages}
+
+    def read_splits() -> tuple:  # every language is checked before anything is written
         print(f"[prepare] 1/4 documents: holding out {args.valid_chars:,d} + {args.test_chars:,d} characters "
               f"per language (seed {args.seed}) ...", flush=True)
         all_splits, errors, utf8_counts = {}, [], corpus.BadUtf8Counts(args.bad_utf8)
@@ -136,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(error)
         if errors:
             corpus.fail(*errors)
-        steps.invalidate_from("split")  # only now: bad input leaves the previous run's record as it was
+        return all_splits, utf8_counts
+
+    def write_splits(read: tuple) -> dict:
+        all_splits, utf8_counts = read
         stats = {}
         for lang, splits in all_splits.items():
             (raw / lang).mkdir(parents=True, exist_ok=True)
@@ -146,25 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                 stats[lang][s] = {"documents": len(splits[s]), "characters": sum(map(len, splits[s]))}
         if args.bad_utf8 != "error":
             stats["bad_utf8"] = utf8_counts.as_dict()
-        steps.finish("split", split_key, stats)
-    split_stats = steps.state["split"]["stats"]
-    if "bad_utf8" in split_stats:
-        print(f"[prepare]   {corpus.describe_bad_utf8(split_stats['bad_utf8'])}")
-    print(f"[prepare]   {'':8s} {'documents (train/valid/test)':>30s} {'characters (train/valid/test)':>36s}")
-    for lang in languages:
-        st = split_stats[lang]
-        print(f"[prepare]   {lang:8s} {'/'.join(str(st[s]['documents']) for s in SPLITS):>30s} "
-              f"{'/'.join(format(st[s]['characters'], ',d') for s in SPLITS):>36s}")
+        return stats
 
-    # 2. one SentencePiece model on a temperature-sampled mixture of the languages
-    spm_key = {"split": split_key, "vocab_size": args.vocab_size, "alpha": args.alpha,
-               "spm_sentences": args.spm_sentences, "sentinels": NUM_SENTINELS}
-    if args.byte_fallback:  # absent without: a folder prepared before byte fallback was the default matches that
-        spm_key["byte_fallback"] = True
-    if steps.done("spm", spm_key, [out / "spm.model", out / "spm.vocab"]):
-        print("[prepare] 2/4 SentencePiece: up to date")
-    else:
-        steps.invalidate_from("spm")
+    def train() -> dict:
         t = time.time()
         # pieces of the language's running text (documents joined), so that they have about the same
         # length in every language and shares of pieces are shares of characters
@@ -184,16 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "text_share": round(chars[lang] / sum(chars.values()), 6),
                                   "pieces": quotas[lang], "available_pieces": len(available_pieces[lang]),
                                   "characters": sum(map(len, sample))}
-        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}"
-              f"{' (byte fallback)' if args.byte_fallback else ''}, on {len(mixture):,d} text pieces "
+        print(f"[prepare] 2/4 {describe_vocabulary(args, len(mixture))} "
               f"({sum(map(len, mixture)):,d} characters) sampled with alpha {args.alpha} ...", flush=True)
         try:
-            vocab.train_spm(mixture, out / "spm", args.vocab_size, args.seed,
-                            user_defined_symbols=sentinels.sentinel_symbols(), num_threads=args.workers,
-                            min_vocab_size=vocab.min_vocab_size(NUM_SENTINELS, args.byte_fallback),
-                            byte_fallback=args.byte_fallback)
-        except vocab.VocabSizeError as e:
-            corpus.fail(str(e))
+            train_vocabulary(mixture, out, args.vocab_size, args.seed, args.workers, args.byte_fallback)
         except RuntimeError as e:  # e.g. more distinct characters than --vocab-size, or too little text
             raise SystemExit(f"error: SentencePiece training failed: {str(e).strip()}\n"
                              f"error: --vocab-size {args.vocab_size} must hold the "
@@ -201,10 +172,59 @@ def main(argv: list[str] | None = None) -> int:
                              f"the sample (about "
                              f"{len(set(''.join(mixture)) - {' '})} here), and the sample needs enough text for "
                              f"that many pieces (raise --spm-sentences or add text)")
-        steps.finish("spm", spm_key, {"sampling": sample_stats, "pieces": len(mixture),
-                                      "seconds": round(time.time() - t, 1)})
         print(f"[prepare]   done in {time.time() - t:.1f}s")
-    sample_stats = steps.state["spm"]["stats"]["sampling"]
+        return {"sampling": sample_stats, "pieces": len(mixture), "seconds": round(time.time() - t, 1)}
+
+    def encode() -> dict:
+        print(f"[prepare] 3/4 encoding {len(languages)} language(s) ...", flush=True)
+        tokens, unk, counts = {}, {}, collections.Counter()
+        for lang in languages:
+            tokens[lang], unk[lang] = encode_splits(sp, text_files[lang], piece_files[lang], args.workers, counts,
+                                                    desc=f"encode {lang}")
+        vocab.write_fairseq_dict(sp, counts, raw / "dict.txt")
+        return {"tokens": tokens, "unk": unk}
+
+    def binarize_all() -> dict:
+        # one fairseq-preprocess run for all languages (each start costs seconds of imports): every split
+        # of every language is one of its --validpref files, renamed to <out>/<lang>/<split> after
+        t = time.time()
+        print(f"[prepare] 4/4 binarizing {len(languages)} language(s) ...", flush=True)
+        tmp = raw / "binarize"
+        shutil.rmtree(tmp, ignore_errors=True)
+        order = [(lang, s) for lang in languages for s in SPLITS]
+        produced = {(k, ext): tmp / f"valid{k or ''}.{ext}" for k in range(len(order)) for ext in ("bin", "idx")}
+        binarize(["--only-source", "--srcdict", str(raw / "dict.txt"),
+                  "--validpref", ",".join(str(piece_files[lang][s]) for lang, s in order),
+                  "--destdir", str(tmp), "--workers", str(args.workers)], list(produced.values()))
+        for (k, ext), path in produced.items():
+            lang, s = order[k]
+            (out / lang).mkdir(exist_ok=True)
+            os.replace(path, out / lang / f"{s}.{ext}")
+        for lang in languages:
+            shutil.copyfile(raw / "dict.txt", out / lang / "dict.txt")
+        shutil.copyfile(raw / "dict.txt", out / "dict.txt")
+        shutil.move(str(tmp / "preprocess.log"), raw / "preprocess.log")
+        shutil.rmtree(tmp)
+        print(f"[prepare]   done in {time.time() - t:.1f}s")
+        return {"seconds": round(time.time() - t, 1)}
+
+    # 1. documents and splits, per language
+    split = split_key(FORMAT_VERSION, {lang: sha256_files(files[lang]) for lang in languages}, args, "chars",
+                      languages=languages)
+    split_stats = run.run(Stage("split", split, [f for lang in languages for f in text_files[lang].values()],
+                                write_splits, read_splits, "documents"))
+    if "bad_utf8" in split_stats:
+        print(f"[prepare]   {corpus.describe_bad_utf8(split_stats['bad_utf8'])}")
+    print(f"[prepare]   {'':8s} {'documents (train/valid/test)':>30s} {'characters (train/valid/test)':>36s}")
+    for lang in languages:
+        st = split_stats[lang]
+        print(f"[prepare]   {lang:8s} {'/'.join(str(st[s]['documents']) for s in SPLITS):>30s} "
+              f"{'/'.join(format(st[s]['characters'], ',d') for s in SPLITS):>36s}")
+
+    # 2. one SentencePiece model on a temperature-sampled mixture of the languages
+    spm = spm_key(split, args, alpha=args.alpha)
+    sample_stats = run.run(Stage("spm", spm, [out / "spm.model", out / "spm.vocab"], train,
+                                 title="SentencePiece"))["sampling"]
     print(f"[prepare]   {'':8s} {'share':>7s} {'of text':>8s} {'pieces':>8s} {'x its text':>11s}")
     for lang in languages:
         st = sample_stats[lang]
@@ -213,58 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     sp = vocab.load_spm(out / "spm.model")
 
     # 3. encode every language with the shared model; one dictionary from all training text
-    encode_key = {"spm": spm_key}
-    piece_files = {lang: {s: raw / lang / f"{s}.pieces" for s in SPLITS} for lang in languages}
-    if steps.done("encode", encode_key,
-                  [f for lang in languages for f in piece_files[lang].values()] + [raw / "dict.txt"], stats=["unk"]):
-        print("[prepare] 3/4 encoding: up to date")
-    else:
-        steps.invalidate_from("encode")
-        print(f"[prepare] 3/4 encoding {len(languages)} language(s) ...", flush=True)
-        tokens, unk, counts = {}, {}, collections.Counter()
-        for lang in languages:
-            tokens[lang], unk[lang] = {}, {}
-            for s in SPLITS:
-                tokens[lang][s], unk[lang][s] = vocab.encode_file(sp, text_files[lang][s], piece_files[lang][s],
-                                                                  args.workers, counts if s == "train" else None,
-                                                                  desc=f"encode {lang} {s}")
-        vocab.write_fairseq_dict(sp, counts, raw / "dict.txt")
-        steps.finish("encode", encode_key, {"tokens": tokens, "unk": unk})
-    tokens, unk = steps.state["encode"]["stats"]["tokens"], steps.state["encode"]["stats"]["unk"]
+    encoded = run.run(Stage("encode", {"spm": spm}, [f for lang in languages for f in piece_files[lang].values()]
+                            + [raw / "dict.txt"], encode, title="encoding", needs=["unk"]))
+    tokens, unk = encoded["tokens"], encoded["unk"]
 
-    # 4. binarize: one fairseq-preprocess run for all languages (each start costs seconds of imports):
-    # every split of every language is one of its --validpref files, renamed to <out>/<lang>/<split> after
-    bin_key = {"encode": encode_key}
+    # 4. binarize
     bin_files = [out / "dict.txt"] + [out / lang / name for lang in languages
                                       for name in ["dict.txt"] + [f"{s}.{e}" for s in SPLITS for e in ("bin", "idx")]]
-    if steps.done("binarize", bin_key, bin_files):
-        print("[prepare] 4/4 binarize: up to date")
-    else:
-        steps.invalidate_from("binarize")
-        t = time.time()
-        print(f"[prepare] 4/4 binarizing {len(languages)} language(s) ...", flush=True)
-        tmp = raw / "binarize"
-        shutil.rmtree(tmp, ignore_errors=True)
-        order = [(lang, s) for lang in languages for s in SPLITS]
-        vocab.run_fairseq_preprocess([
-            "--only-source", "--srcdict", str(raw / "dict.txt"),
-            "--validpref", ",".join(str(piece_files[lang][s]) for lang, s in order),
-            "--destdir", str(tmp), "--workers", str(args.workers),
-        ])
-        for k, (lang, s) in enumerate(order):
-            (out / lang).mkdir(exist_ok=True)
-            for ext in ("bin", "idx"):
-                produced = tmp / f"valid{k or ''}.{ext}"
-                if not produced.is_file():
-                    raise SystemExit(f"error: fairseq-preprocess did not write {produced}")
-                os.replace(produced, out / lang / f"{s}.{ext}")
-        for lang in languages:
-            shutil.copyfile(raw / "dict.txt", out / lang / "dict.txt")
-        shutil.copyfile(raw / "dict.txt", out / "dict.txt")
-        shutil.move(str(tmp / "preprocess.log"), raw / "preprocess.log")
-        shutil.rmtree(tmp)
-        steps.finish("binarize", bin_key, {"seconds": round(time.time() - t, 1)})
-        print(f"[prepare]   done in {time.time() - t:.1f}s")
+    run.run(Stage("binarize", {"encode": {"spm": spm}}, bin_files, binarize_all, title="binarize"))
     unk_pct = {lang: {s: vocab.unk_percent(unk[lang][s], tokens[lang][s]) for s in SPLITS} for lang in languages}
 
     # summary (also kept in prepare.json, next to the steps)
@@ -278,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         rates = "/".join(f"{unk_pct[lang][s]:.3f}" for s in SPLITS)
         print(f"[prepare]   {lang:8s} {'/'.join(format(tokens[lang][s], ',d') for s in SPLITS):>30s} "
               f"{split_stats[lang]['train']['characters'] / max(tokens[lang]['train'], 1):12.2f} {rates:>27s}")
-    steps.state["options"] = {"inputs": [str(p) for p in (args.inputs or DEFAULT_INPUTS)], "languages": languages,
+    run.record.state["options"] = {"inputs": [str(p) for p in (args.inputs or DEFAULT_INPUTS)], "languages": languages,
                               "alpha": args.alpha, "vocab_size": args.vocab_size,
                               "spm_sentences": args.spm_sentences, "valid_chars": args.valid_chars,
                               "test_chars": args.test_chars, "doc_format": args.doc_format,
                               "json_field": args.json_field, "bad_utf8": args.bad_utf8, "seed": args.seed,
                               "byte_fallback": args.byte_fallback}
-    steps.state["languages"] = summary
-    write_if_changed(steps.path, (json.dumps(steps.state, indent=2) + "\n").encode("utf-8"))
+    run.record.state["languages"] = summary
+    write_if_changed(run.record.path, (json.dumps(run.record.state, indent=2) + "\n").encode("utf-8"))
 
     stale = sorted(p.name for p in out.iterdir()
                    if p.is_dir() and p.name not in languages and (p / "train.bin").is_file())

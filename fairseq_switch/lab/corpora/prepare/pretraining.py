@@ -32,15 +32,13 @@ import time
 from pathlib import Path
 
 from fairseq_switch.data import vocab
-from fairseq_switch.data.corpus import (BadUtf8Counts, CorpusError, check_output_folder, corpus_files,
-                                        describe_bad_utf8, fail, read_documents)
-from fairseq_switch.data.sentinels import NUM_SENTINELS, sentinel_symbols
-from fairseq_switch.data.vocab import VocabSizeError, describe_unk, encode_file, has_byte_fallback, min_vocab_size, \
-    train_spm, unk_percent, unk_rates, write_fairseq_dict
+from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, corpus_files, describe_bad_utf8, fail, read_documents
+from fairseq_switch.data.sentinels import NUM_SENTINELS
 from ..paths import DATA_DIR, MOBY_DICK_TEXT
 from .documents import SPLITS, count_lines_words, spm_pieces, split_documents
 from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
-from .steps import Steps, sha256_files
+from .stages import Runner, Stage, binarize, describe_vocabulary, encode_splits, spm_key, split_key, train_vocabulary
+from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "pretrain_sample", MOBY_DICK_TEXT]
 FORMAT_VERSION = 1
@@ -72,26 +70,18 @@ def main(argv: list[str] | None = None) -> int:
 
     out: Path = args.out
     raw = out / "raw"
+    run = Runner(out, args.force)
     try:
-        check_output_folder(out)
         files = corpus_files(args.inputs or DEFAULT_INPUTS)
     except CorpusError as e:
         fail(str(e))
     raw.mkdir(parents=True, exist_ok=True)
-    steps = Steps(out, args.force)
     print(f"[prepare] {len(files)} input file(s): " + ", ".join(str(f) for f in files[:5])
           + (" ..." if len(files) > 5 else ""))
-
-    # 1. documents and splits
-    split_key = {"version": FORMAT_VERSION, "inputs": sha256_files(files), "doc_format": args.doc_format,
-                 "json_field": args.json_field, "valid_words": args.valid_words,
-                 "test_words": args.test_words, "seed": args.seed}
-    if args.bad_utf8 != "error":  # absent by default, so that folders prepared before the option stay up to date
-        split_key["bad_utf8"] = args.bad_utf8
     text_files = {s: raw / f"{s}.txt" for s in SPLITS}
-    if steps.done("split", split_key, list(text_files.values())):
-        print("[prepare] 1/4 documents: up to date")
-    else:
+    piece_files = {s: raw / f"{s}.pieces" for s in SPLITS}
+
+    def read_splits() -> tuple:
         docs, utf8_counts = [], BadUtf8Counts(args.bad_utf8)
         try:
             for f in tqdm(files, desc="read", unit="file", disable=len(files) < 2):
@@ -107,86 +97,64 @@ def main(argv: list[str] | None = None) -> int:
                 f"error: the corpus ({len(docs)} documents) is too small to hold out --valid-words "
                 f"{args.valid_words} and --test-words {args.test_words} and keep training documents; lower them."
             )
-        steps.invalidate_from("split")  # only now: bad input leaves the previous run's record as it was
+        return len(docs), splits, utf8_counts
+
+    def write_splits(read: tuple) -> dict:
+        n_docs, splits, utf8_counts = read
         for s in SPLITS:
             text_files[s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
-        stats = {"documents": len(docs)}
+        stats = {"documents": n_docs}
         if args.bad_utf8 != "error":
             stats["bad_utf8"] = utf8_counts.as_dict()
-        steps.finish("split", split_key, stats)
-    if "bad_utf8" in steps.state["split"]["stats"]:
-        print(f"[prepare]   {describe_bad_utf8(steps.state['split']['stats']['bad_utf8'])}")
-    for s in SPLITS:
-        d, w = count_lines_words(text_files[s])
-        print(f"[prepare]   {s:5s}: {d:7d} documents, {w:10,d} words")
+        return stats
 
-    # 2. SentencePiece with reserved sentinels
-    spm_key = {"split": split_key, "vocab_size": args.vocab_size, "spm_sentences": args.spm_sentences,
-               "sentinels": NUM_SENTINELS}
-    if args.byte_fallback:  # absent without: a folder prepared before byte fallback was the default matches that
-        spm_key["byte_fallback"] = True
-    spm_files = [out / "spm.model", out / "spm.vocab"]
-    if steps.done("spm", spm_key, spm_files):
-        print("[prepare] 2/4 SentencePiece: up to date")
-    else:
-        steps.invalidate_from("spm")
+    def train() -> dict:
         t = time.time()
         train_docs = text_files["train"].read_text(encoding="utf-8").splitlines()
         pieces = spm_pieces(train_docs, args.spm_sentences, args.seed)
-        print(f"[prepare] 2/4 SentencePiece unigram, vocab {args.vocab_size}"
-              f"{' (byte fallback)' if args.byte_fallback else ''}, on {len(pieces):,d} text pieces ...", flush=True)
-        try:
-            train_spm(pieces, out / "spm", args.vocab_size, args.seed, user_defined_symbols=sentinel_symbols(),
-                      num_threads=args.workers, min_vocab_size=min_vocab_size(NUM_SENTINELS, args.byte_fallback),
-                      byte_fallback=args.byte_fallback)
-        except VocabSizeError as e:
-            fail(str(e))
-        steps.finish("spm", spm_key, {"seconds": round(time.time() - t, 1)})
+        print(f"[prepare] 2/4 {describe_vocabulary(args, len(pieces))} ...", flush=True)
+        train_vocabulary(pieces, out, args.vocab_size, args.seed, args.workers, args.byte_fallback)
         print(f"[prepare]   done in {time.time() - t:.1f}s")
-    sp = vocab.load_spm(out / "spm.model")
+        return {"seconds": round(time.time() - t, 1)}
 
-    # 3. encode
-    encode_key = {"spm": spm_key}
-    piece_files = {s: raw / f"{s}.pieces" for s in SPLITS}
-    if steps.done("encode", encode_key, list(piece_files.values()) + [raw / "dict.txt"], stats=["unk"]):
-        print("[prepare] 3/4 encoding: up to date")
-    else:
-        steps.invalidate_from("encode")
-        tokens, unk, counts = {}, {}, collections.Counter()
-        for s in SPLITS:
-            tokens[s], unk[s] = encode_file(sp, text_files[s], piece_files[s], args.workers,
-                                            counts if s == "train" else None, desc=f"encode {s}")
-        write_fairseq_dict(sp, counts, raw / "dict.txt")
-        steps.finish("encode", encode_key, {"tokens": tokens, "unk": unk,
-                                            "unk_percent": {s: unk_percent(unk[s], tokens[s]) for s in SPLITS}})
-    tokens, unk = steps.state["encode"]["stats"]["tokens"], steps.state["encode"]["stats"]["unk"]
-    for s in SPLITS:
-        print(f"[prepare]   {s:5s}: {describe_unk(tokens[s], unk[s])}")
+    def encode() -> dict:
+        counts = collections.Counter()
+        tokens, unk = encode_splits(sp, text_files, piece_files, args.workers, counts)
+        vocab.write_fairseq_dict(sp, counts, raw / "dict.txt")
+        return {"tokens": tokens, "unk": unk, "unk_percent": {s: vocab.unk_percent(unk[s], tokens[s]) for s in SPLITS}}
 
-    # 4. binarize
-    bin_key = {"encode": encode_key}
-    bin_files = [out / "dict.txt"] + [out / f"{s}.{ext}" for s in SPLITS for ext in ("bin", "idx")]
-    if steps.done("binarize", bin_key, bin_files):
-        print("[prepare] 4/4 binarize: up to date")
-    else:
-        steps.invalidate_from("binarize")
+    def binarize_splits() -> dict:
         (out / "dict.txt").unlink(missing_ok=True)
         t = time.time()
-        log = vocab.run_fairseq_preprocess([  # by the module: tests put fairseq-preprocess in process
-            "--only-source", "--srcdict", str(raw / "dict.txt"),
-            "--trainpref", str(piece_files["train"]), "--validpref", str(piece_files["valid"]),
-            "--testpref", str(piece_files["test"]), "--destdir", str(out), "--workers", str(args.workers),
-        ])
-        # fairseq names the outputs after the input prefix's file name
-        for s in SPLITS:
-            for ext in ("bin", "idx"):
-                produced = out / f"{s}.{ext}"
-                if not produced.is_file():
-                    raise SystemExit(f"error: fairseq-preprocess did not write {produced}")
-        steps.finish("binarize", bin_key, {"unk": unk_rates(log)})
+        log = binarize(["--only-source", "--srcdict", str(raw / "dict.txt"),
+                        "--trainpref", str(piece_files["train"]), "--validpref", str(piece_files["valid"]),
+                        "--testpref", str(piece_files["test"]), "--destdir", str(out), "--workers", str(args.workers)],
+                       bin_files)  # fairseq names the outputs after the input prefix's file name
         print(f"[prepare]   done in {time.time() - t:.1f}s")
+        return {"unk": vocab.unk_rates(log)}
+
+    # 1. documents and splits
+    split = split_key(FORMAT_VERSION, sha256_files(files), args, "words")
+    split_stats = run.run(Stage("split", split, list(text_files.values()), write_splits, read_splits, "documents"))
+    if "bad_utf8" in split_stats:
+        print(f"[prepare]   {describe_bad_utf8(split_stats['bad_utf8'])}")
+    for s in SPLITS:
+        d, w = count_lines_words(text_files[s])
+        print(f"[prepare]   {s:5s}: {d:7d} documents, {w:10,d} words")
+    # 2. SentencePiece with reserved sentinels
+    spm = spm_key(split, args)
+    run.run(Stage("spm", spm, [out / "spm.model", out / "spm.vocab"], train, title="SentencePiece"))
+    sp = vocab.load_spm(out / "spm.model")
+    # 3. encode
+    encoded = run.run(Stage("encode", {"spm": spm}, list(piece_files.values()) + [raw / "dict.txt"], encode,
+                            title="encoding", needs=["unk"]))
+    tokens, unk = encoded["tokens"], encoded["unk"]
+    for s in SPLITS:
+        print(f"[prepare]   {s:5s}: {vocab.describe_unk(tokens[s], unk[s])}")
+    # 4. binarize
+    bin_files = [out / "dict.txt"] + [out / f"{s}.{ext}" for s in SPLITS for ext in ("bin", "idx")]
+    run.run(Stage("binarize", {"encode": {"spm": spm}}, bin_files, binarize_splits, title="binarize"))
     print(f"[prepare] {out}: dictionary {sp.get_piece_size()} symbols ({NUM_SENTINELS} sentinels"
-          f"{', 256 byte pieces' if has_byte_fallback(sp) else ', no byte fallback'}); "
+          f"{', 256 byte pieces' if vocab.has_byte_fallback(sp) else ', no byte fallback'}); "
           f"{sum(tokens.values()):,d} tokens; {time.time() - t0:.1f}s")
     return 0
-
