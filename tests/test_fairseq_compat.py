@@ -12,7 +12,7 @@ from fairseq.data import data_utils
 from fairseq_switch import cli_errors, compat
 from fairseq_switch.plugin import register
 
-register()  # what importing the package does under --user-dir (fairseq imported first)
+register()  # what fairseq's --user-dir import of the package does
 
 
 @pytest.mark.parametrize("patch", compat.PATCHES, ids=lambda p: p.name)
@@ -116,15 +116,34 @@ def test_plugin_input_errors_print_as_one_line_not_a_traceback():
                               env={**os.environ, **env}, timeout=120)
 
     ours = "from fairseq_switch.distributed import check_expert_count\ncheck_expert_count(3, 2)"
-    # the package imported before fairseq (an analysis module first): fairseq's --user-dir still registers it
     user_dir = os.path.dirname(fairseq_switch.__file__)
-    res = run(f"import fairseq_switch.logs, argparse, fairseq.utils\n"
-              f"fairseq.utils.import_user_module(argparse.Namespace(user_dir={user_dir!r}))\n"
-              f"from fairseq.models import ARCH_MODEL_REGISTRY\nassert 'switch_tiny' in ARCH_MODEL_REGISTRY\n{ours}")
+    # what fairseq-train does with --user-dir: fairseq's import of the package registers it
+    registered = (f"import argparse, fairseq.utils\n"
+                  f"fairseq.utils.import_user_module(argparse.Namespace(user_dir={user_dir!r}))\n"
+                  f"from fairseq.models import ARCH_MODEL_REGISTRY\nassert 'switch_tiny' in ARCH_MODEL_REGISTRY\n")
+    res = run(registered + ours)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "fairseq-switch: error: --moe-expert-count 3 does not divide across 2 ranks" in res.stderr
-    registered = "import fairseq\nimport fairseq_switch\n"  # as under --user-dir: fairseq first
+    # the package imported first (an analysis module): fairseq skips the --user-dir, register() registers
+    res = run(f"import fairseq_switch.logs, argparse, sys, fairseq.utils\n"
+              f"fairseq.utils.import_user_module(argparse.Namespace(user_dir={user_dir!r}))\n"
+              f"from fairseq.models import ARCH_MODEL_REGISTRY\nassert 'switch_tiny' not in ARCH_MODEL_REGISTRY\n"
+              f"assert sys.excepthook is sys.__excepthook__\n"
+              f"from fairseq_switch.plugin import register\nregister()\nassert 'switch_tiny' in ARCH_MODEL_REGISTRY\n"
+              f"{ours}")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "fairseq-switch: error: --moe-expert-count 3 does not divide" in res.stderr
     res = run(registered + ours, FAIRSEQ_SWITCH_TRACEBACK="1")
     assert res.returncode == 1 and "Traceback" in res.stderr and "check_expert_count" in res.stderr
     res = run(registered + "int('x')")  # not raised by the plugin: Python's usual report
     assert res.returncode == 1 and "Traceback" in res.stderr and "fairseq-switch: error" not in res.stderr
+
+
+def test_the_registry_gives_the_count_and_each_stack_fix_says_why_it_is_a_patch():
+    from fairseq_switch.compat import registry
+
+    assert f"{len(compat.PATCHES)} patches, installed only when the plugin registers" in registry.__doc__
+    checkpoint_group = ("fairseq.trainer:", "fairseq.checkpoint_utils:")  # checkpoints.py, checkpoint_lock.py
+    for p in compat.PATCHES:
+        if not p.target.startswith(checkpoint_group):
+            assert len(p.kept) > 40, f"{p.name}: say why no fairseq extension point can do it (`kept`)"

@@ -2,8 +2,8 @@
 
 `apply()` checks the fairseq version, then installs every patch of `registry.PATCHES` (their targets,
 what they replace and why are listed there), keeping each original (`original(name)`). It is idempotent
-and is called when the plugin registers (`fairseq_switch.plugin.register`) and when
-`fairseq_switch.models`, `.tasks` or `.criterions` is imported.
+and is called only when the plugin registers (`fairseq_switch.plugin.register`): importing `compat`, or
+any other module of the package, installs nothing.
 """
 
 import inspect

@@ -2,7 +2,6 @@
 it replaces (fairseq's original) and returns the replacement; why each exists is in `compat.registry`."""
 
 import functools
-import importlib
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -77,8 +76,6 @@ def torchrun_without_gpus(original: Callable) -> Callable:
     def infer(cfg: Any) -> None:
         if torch.cuda.device_count() > 0:
             return original(cfg)
-        import os
-
         cfg.distributed_init_method = "env://"
         cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
         cfg.distributed_rank = int(os.environ["RANK"])
@@ -151,28 +148,6 @@ def one_line_errors(previous: Callable) -> Callable:
     from ..cli_errors import one_line_errors as hook
 
     return hook(previous)
-
-
-# Importing these registers the plugin's criterions, models (with architectures) and tasks with fairseq.
-PLUGIN = __package__.rsplit(".", 1)[0]
-REGISTERING_PACKAGES = ("criterions", "models", "tasks")
-
-
-def user_dir_registers(original: Callable) -> Callable:
-    """fairseq.utils.import_user_module that also registers the plugin when the user dir is this package,
-    even if the package was imported before fairseq (then fairseq itself skips it): it imports the
-    registering subpackages, as fairseq's own import of the user dir would have."""
-
-    def import_user_module(args: Any) -> None:
-        original(args)
-        user_dir = getattr(args, "user_dir", None)
-        # fairseq raised above if a different package of this name were imported
-        if user_dir and os.path.basename(os.path.normpath(str(user_dir))) == PLUGIN:
-            for name in REGISTERING_PACKAGES:
-                importlib.import_module(f"{PLUGIN}.{name}")
-
-    import_user_module.__doc__ = original.__doc__
-    return import_user_module
 
 
 def save_dir_checked(original: Callable) -> Callable:

@@ -1,5 +1,14 @@
 """Every patch the plugin applies to fairseq, torch and Python: what it replaces and why.
 
+18 patches, installed only when the plugin registers (`fairseq_switch.plugin.register`, which fairseq's
+--user-dir import of the package calls); importing a module installs none. Each entry gives what it
+fixes (`why`) and, for the eight stack fixes, why no fairseq extension point (a task, model or criterion
+hook, an option, a Trainer argument) can do it instead (`kept`): registration is the only place they
+can come from. The other ten are the checkpoint group (`checkpoints.py`, `checkpoint_lock.py`).
+Issue 28 removed `user_dir_registers` (a patch of fairseq's import_user_module, installed by an import
+hook), which explicit `register()` calls replace (see `plugin`): 19 before (the 18 counted when issue 28
+was filed and issue 27's save_dir_checked), 18 now.
+
 The plugin was written for fairseq 0.12 (the pinned fairseq-fixed==0.12.3.1) and torch 2.13; each entry
 records the signature its target had there (tests/test_fairseq_compat.py checks it on the original), so
 a stack upgrade that moves a target fails a test instead of silently changing behaviour.
@@ -22,7 +31,8 @@ class Patch:
     each other). `assign=False`: `make` hands the plugin's values to the target, which stays in place.
     `signature`: the target's parameters (annotations left out) as the patch expects them; a trailing
     `...` leaves later parameters free. `checked`: check the signature of this attribute of the target
-    instead (a class whose method is what the patch relies on)."""
+    instead (a class whose method is what the patch relies on). `kept`: why fairseq offers no extension
+    point that could do it without a patch."""
 
     name: str
     target: str  # "module:attribute[.attribute]"
@@ -33,6 +43,7 @@ class Patch:
     shared: Optional[Callable[[], Any]] = None
     assign: bool = True
     checked: str = ""
+    kept: str = ""
 
     def resolve(self) -> Tuple[Any, str]:
         """The object holding the target attribute (imported if needed), and the attribute's name."""
@@ -75,20 +86,22 @@ PATCHES: List[Patch] = [
         "Python's excepthook: a full traceback through fairseq and torch",
         "the plugin's input errors (ValueError, FileNotFoundError, UnsupportedStack it raises) print as one "
         "line, the message the user needs (cli_errors.py)",
-        fixes.one_line_errors),
+        fixes.one_line_errors,
+        kept=(
+            "fairseq's console entry points let every exception reach the interpreter; fairseq "
+            "has no error hook, and the error is raised before or outside any task or criterion "
+            "call")),
     Patch(
         "fairseq_checkpoint_types", "torch.serialization:add_safe_globals", "(safe_globals)",
         "nothing: adds the types to torch's weights_only allow-list",
         "torch >= 2.6 loads with weights_only=True and fairseq 0.12 calls torch.load(f, map_location=...); its "
         "checkpoints hold an argparse.Namespace and a few numpy types, allowed by name instead of turning the "
         "safety check off",
-        fixes.allow_fairseq_checkpoint_types, assign=False),
-    Patch(
-        "user_dir_registers", "fairseq.utils:import_user_module", "(args)",
-        "fairseq's --user-dir import, which skips a package already imported",
-        "a process that imported an analysis module of the package before fairseq still registers the plugin "
-        "when fairseq is given --user-dir fairseq_switch (plugin.py adds the import hook that installs it)",
-        fixes.user_dir_registers),
+        fixes.allow_fairseq_checkpoint_types, assign=False,
+        kept=(
+            "fairseq's torch.load in load_checkpoint_to_cpu takes no allow-list and no hook runs "
+            "before it (the plugin's own reads scope the list: file_io.load_torch); it could move "
+            "into the load_checkpoint_to_cpu replacement")),
     Patch(
         "batch_by_size", "fairseq.data.data_utils:batch_by_size",
         "(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None, "
@@ -98,26 +111,42 @@ PATCHES: List[Patch] = [
         "left (measured: 20 test sentences with --batch-size 20 gave one batch of 16, so fairseq-generate "
         "translated 16 of 20 and validation skipped the longest examples); the dropped indices become final "
         "batches",
-        fixes.batch_by_size),
+        fixes.batch_by_size,
+        kept=(
+            "FairseqDataset.batch_by_size can be overridden, but fairseq-generate, text_to_text "
+            "without a mixture and fairseq's own tasks batch fairseq's LanguagePairDataset, whose "
+            "override is fairseq's: a fix on the plugin's three datasets would leave those "
+            "dropping examples")),
     Patch(
         "grad_norm_with_experts", "fairseq.utils:clip_grad_norm_", "(params, max_norm, aggregate_norm_fn=None)",
         "fairseq's gradient norm and clipping",
         "it leaves out every parameter marked `expert`, so the logged norm and the clipping ignored the experts; "
         "they are counted, once each across expert-parallel ranks (distributed.py)",
-        fixes.grad_norm_with_experts),
+        fixes.grad_norm_with_experts,
+        kept=(
+            "the Trainer clips through optimizer.clip_grad_norm -> utils.clip_grad_norm_ after "
+            "train_step returns; no task, criterion or model hook runs there, and the `expert` "
+            "mark it skips is what the data-parallel backends need")),
     Patch(
         "cpu_ddp_without_device_ids", "fairseq.models.distributed_fairseq_model:DistributedDataParallel",
         "(module, device_ids=None, output_device=None, ...)",
         "torch's DistributedDataParallel as fairseq's c10d backend builds it",
         "fairseq passes device_ids=[device_id] even for a CPU model, which torch rejects, so --cpu multi-process "
         "training with the default backend failed; a CPU model gets no device ids",
-        fixes.ddp_without_cpu_device_ids),
+        fixes.ddp_without_cpu_device_ids,
+        kept=(
+            "the Trainer wraps the model itself (DistributedFairseqModel) with "
+            "device_ids=[cfg.device_id]; a task or model hook cannot change the arguments of that "
+            "call")),
     Patch(
         "torchrun_without_gpus", "fairseq.distributed.utils:_infer_torch_distributed_launch_init", "(cfg)",
         "fairseq's reading of torchrun's environment",
         "it sets device_id = rank % torch.cuda.device_count(), a ZeroDivisionError without GPUs; device 0 is "
         "used there (the id is unused on CPU)",
-        fixes.torchrun_without_gpus),
+        fixes.torchrun_without_gpus,
+        kept=(
+            "it runs in distributed_utils.call_main (infer_init_method), before any task, model "
+            "or criterion exists")),
     Patch(
         "nan_detector_output_grads", "fairseq.nan_detector:NanDetector.add_hooks", "(self, module)",
         "NanDetector's legacy register_backward_hook on every module",
@@ -125,14 +154,20 @@ PATCHES: List[Patch] = [
         "(StopIteration) on fairseq's encoder output, a dict of lists, hiding the FloatingPointError and the "
         "report of which module went non-finite; the gradient of each output tensor is hooked instead (what "
         "the legacy hook reported as grad_output)",
-        fixes.nan_detector_add_hooks),
+        fixes.nan_detector_add_hooks,
+        kept=(
+            "the Trainer builds its NanDetector itself after a non-finite step; nothing of the "
+            "plugin runs between")),
     Patch(
         "bf16_on_cpu", "fairseq.distributed.utils:call_main", "(cfg, main, **kwargs)",
         "fairseq's entry into training, after fairseq-train's argument post-processing",
         "that post-processing turns --bf16 into TPU mode, so `fairseq-train --bf16 --cpu` looked for an XLA "
         "device while fairseq-hydra-train with common.bf16=true trains in bf16 on the CPU; with --cpu the "
         "implied TPU mode is switched off, as on the Hydra route",
-        fixes.bf16_on_cpu),
+        fixes.bf16_on_cpu,
+        kept=(
+            "fairseq-train's argument post-processing sets the TPU flag after every plugin option "
+            "is parsed, and call_main reads it before any task exists")),
     # -- checkpoints (checkpoints.py): one CheckpointHooks object shared by these replacements
     Patch(
         "trainer_save_checkpoint", "fairseq.trainer:Trainer.save_checkpoint", "(self, filename, extra_state)",

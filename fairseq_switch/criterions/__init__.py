@@ -1,6 +1,4 @@
-from .. import compat
-
-compat.apply()  # whoever uses the criterions gets the stack fixes they rely on (the gradient norm, ...)
-
-from . import switch_cross_entropy  # noqa: E402,F401  registers the criterion
-from . import switch_distillation  # noqa: E402,F401
+# Importing registers the criterions with fairseq; the stack fixes (the gradient norm, ...) come with
+# registration (`plugin.register`).
+from . import switch_cross_entropy  # noqa: F401  registers the criterion
+from . import switch_distillation  # noqa: F401

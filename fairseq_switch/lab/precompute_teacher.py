@@ -44,6 +44,9 @@ def precompute(train_argv: List[str], epochs: List[int], splits: List[str]) -> N
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.logging import progress_bar
 
+    from fairseq_switch.plugin import register
+
+    register()  # fairseq skips the run's --user-dir: this process imported the package first
     targs = options.parse_args_and_arch(options.get_training_parser(), train_argv)
     cfg = convert_namespace_to_omegaconf(targs)
     utils.import_user_module(cfg.common)

@@ -13,8 +13,8 @@ Every path takes the tokens, their padding mask and a `route` function (the rout
 capacity and mode the layer decided), and returns the output and the router's decision.
 """
 
-import socket
 import time
+from datetime import timedelta
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
@@ -117,14 +117,23 @@ class _ReferenceTop1Gate(nn.Module):
         return r.balance_loss, combine, dispatch
 
 
-def _single_process_group():
-    """fairscale's MOELayer needs a process group even for one process; make a 1-rank gloo one."""
-    if not dist.is_initialized():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=1, rank=0)
-    return dist.group.WORLD
+def _one_rank_group() -> Any:
+    """fairscale's MOELayer needs a process group even on one rank: torch.distributed's own when it is one
+    rank, else a private 1-rank gloo group. Never the global default group, which would tell the rest of
+    the process (fairseq, torch) that it runs distributed."""
+    if dist.is_initialized() and dist.get_world_size() == 1:
+        return dist.group.WORLD
+    try:  # torch has no public constructor for a group outside the global registry
+        store = dist.HashStore()
+        group = dist.ProcessGroup(store, 0, 1)
+        gloo = dist.ProcessGroup.BackendType.GLOO
+        group._register_backend(torch.device("cpu"), gloo, dist.ProcessGroupGloo(store, 0, 1, timedelta(seconds=60)))
+        group._set_default_backend(gloo)
+    except (AttributeError, TypeError, RuntimeError) as e:
+        raise RuntimeError(f"--moe-dispatch einsum on one process needs a 1-rank process group, which torch "
+                           f"{torch.__version__} cannot build privately ({e}): use --moe-dispatch index, or "
+                           f"initialize torch.distributed first") from e
+    return group
 
 
 class EinsumDispatch:
@@ -139,7 +148,7 @@ class EinsumDispatch:
     def __call__(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], route: Route,
                  experts: nn.ModuleList) -> Tuple[torch.Tensor, RouterOutput]:
         if self.moe is None:
-            group = self.layout.a2a_group if self.layout.distributed else _single_process_group()
+            group = self.layout.a2a_group if self.layout.distributed else _one_rank_group()
             self.moe = MOELayer(_ReferenceTop1Gate(self.layout.num_experts), experts, group)
         T, d = tokens.shape
         # MOELayer wants the token count divisible by the local expert count: pad with masked rows.

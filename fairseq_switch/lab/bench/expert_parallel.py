@@ -116,6 +116,9 @@ def build_trainer(spec: Spec, data_dir: str, world: int, rank: int) -> Tuple[Any
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
+    from fairseq_switch.plugin import register
+
+    register()  # fairseq skips --user-dir: this process imported the package first
     argv = [
         data_dir, "--user-dir", fairseq_switch.__path__[0], "--task", "span_corruption",
         "--input-length", str(spec["input_length"]), "--arch", spec["arch"], "--criterion", "switch_cross_entropy",

@@ -28,6 +28,9 @@ def build(arch: str, layout: str, vocab: int) -> nn.Module:
     from fairseq.data import Dictionary
     from fairseq.tasks.translation import TranslationTask
 
+    from fairseq_switch.plugin import register
+
+    register()  # fairseq skips --user-dir: this process imported the package first
     d = Dictionary()
     for i in range(vocab - d.nspecial):
         d.add_symbol(f"w{i}")
