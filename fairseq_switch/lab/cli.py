@@ -74,3 +74,9 @@ def prepare() -> int:
 
 def report() -> int:
     return run("report")
+
+
+if __name__ == "__main__":  # python -m fairseq_switch.lab.cli prepare downstream ...: no console script needed
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python -m fairseq_switch.lab.cli {{{'|'.join(COMMANDS)}}} <subcommand> [options]")
+    sys.exit(run(sys.argv[1], sys.argv[2:]))

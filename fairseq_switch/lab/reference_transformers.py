@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-USER_DIR = Path(__file__).resolve().parents[1]  # the fairseq_switch package: fairseq's --user-dir
-CONFIG_DIR = USER_DIR.parent / "config"
+from .project import PLUGIN_DIR, PROJECT_DIR, missing_bundled
+
+USER_DIR = PLUGIN_DIR  # fairseq's --user-dir
+CONFIG_DIR = PROJECT_DIR / "config"  # the checkout's Hydra configs, found from the current folder
 BALANCE_CHOICES = ("transformers", "batch")
 
 
@@ -73,7 +75,8 @@ def compose_config(data: str, experts: int, seed: int, config_name: str = "pretr
 
     register()  # add_defaults reads the plugin's task, model and criterion dataclasses
     if not os.path.isfile(os.path.join(config_dir, f"{config_name}.yaml")):
-        raise UsageError(f"--config-name {config_name}: no {config_name}.yaml in {config_dir} (pass --config-dir)")
+        raise UsageError(f"--config-name {config_name}: " + missing_bundled(Path(config_dir) / f"{config_name}.yaml",
+                                                                            "--config-dir"))
     forced = [f"task.data={os.path.abspath(data)}", f"model.moe_expert_count={experts}", f"common.seed={seed}",
               f"common.user_dir={USER_DIR}", "common.tensorboard_logdir=null"]
     GlobalHydra.instance().clear()
@@ -261,26 +264,33 @@ def switch_routers(model: Any) -> Dict[str, List[Any]]:
     return out
 
 
-def per_sequence_capacity(length: int, experts: int, factor: Optional[float], min_capacity: int) -> int:
-    """This project's capacity rule (ceil(tokens / N * factor), at least min_capacity) for one sequence."""
-    if factor is None:
-        return max(length, 1)
-    return max(math.ceil(length / experts * factor), min_capacity, 1)
+def _sequence_capacity(cfg: Any, plan: Any, length: int) -> int:
+    """The plugin's capacity (routing.expert_capacity) for one sequence of `length` tokens under `plan`."""
+    from fairseq_switch.modules import routing
+
+    slots = getattr(plan, "per_sequence", None)  # routing's per-sequence mode, where this routing.py has it
+    if slots:
+        return routing.expert_capacity(length, cfg.num_experts, None, cfg.min_capacity,
+                                       routing.SequenceCapacity(slots, 1))
+    return routing.expert_capacity(length, cfg.num_experts, plan.capacity_factor, cfg.min_capacity)
 
 
 def set_capacity(model: Any, model_cfg: Any, src_len: int, tgt_len: int, training: bool,
                  fixed: Optional[int] = None) -> Tuple[int, int]:
-    """Give each stack's routers their per-sequence capacity; returns (encoder, decoder) capacity."""
+    """Give each stack's routers their per-sequence capacity; returns (encoder, decoder) capacity.
+
+    The plugin's own rule (routing.route_plan and expert_capacity), applied to one sequence's tokens."""
     routers = switch_routers(model)
     if not routers["encoder"] and not routers["decoder"]:
         return 0, 0
     if fixed:
         caps = (fixed, fixed)
     else:
-        n = int(model_cfg.moe_expert_count)
-        factor = model_cfg.moe_capacity_factor if training else (
-            None if model_cfg.moe_eval_no_drop else model_cfg.moe_eval_capacity_factor)
-        caps = tuple(per_sequence_capacity(L, n, factor, int(model_cfg.moe_min_capacity)) for L in (src_len, tgt_len))
+        from fairseq_switch.modules.routing import RouterConfig, RoutingMode, route_plan
+
+        cfg = RouterConfig.from_args(model_cfg)
+        plan = route_plan(cfg, RoutingMode.of(training))
+        caps = tuple(_sequence_capacity(cfg, plan, L) for L in (src_len, tgt_len))
     for side, cap in zip(("encoder", "decoder"), caps):
         for r in routers[side]:
             r.expert_capacity = cap

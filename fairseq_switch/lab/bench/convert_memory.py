@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
-from ..corpora.paths import REPO_ROOT
-
-CLI = REPO_ROOT / "scripts" / "convert_checkpoint.py"
+# fairseq-switch-convert by its function (convert/cli.py has no __main__): works without a checkout's scripts/
+CLI = ["-c", "import sys; from fairseq_switch.convert.cli import main; sys.exit(main())"]
 
 
 def synthetic_switch(folder: Path, d_model: int, d_ff: int, layers: int, experts: int, vocab: int,
@@ -100,7 +99,7 @@ def peak_rss(cmd: Sequence[Union[str, Path, int]]) -> Tuple[int, float]:
     """(peak RSS in bytes, seconds) of one child process."""
     t0 = time.time()
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
-        p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=err, cwd=REPO_ROOT)
+        p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
@@ -145,12 +144,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     W = a.world_size
     for w in (W, 1):
         out = work / f"fs_w{w}"
-        rss, sec = peak_rss([py, CLI, "to-fairseq", src, out, "--world-size", w])
+        rss, sec = peak_rss([py, *CLI, "to-fairseq", src, out, "--world-size", w])
         rows.append((f"to-fairseq --world-size {w}", rss, largest(out, "checkpoint*.pt"), sec))
         if w == 1:
             shutil.rmtree(out)
     back = work / "hf_back"
-    rss, sec = peak_rss([py, CLI, "to-transformers", work / f"fs_w{W}" / "checkpoint.pt", back])
+    rss, sec = peak_rss([py, *CLI, "to-transformers", work / f"fs_w{W}" / "checkpoint.pt", back])
     rows.append((f"to-transformers (of the {W}-rank save)", rss, largest(back, "model*.safetensors"), sec))
 
     print(f"\n{'conversion':40s} {'peak RSS':>10s} {'- baseline':>11s} {'largest output':>15s} {'time':>6s}")

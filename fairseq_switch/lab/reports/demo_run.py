@@ -1,7 +1,8 @@
 """The README's main job: span-corruption pretraining of switch_tiny next to its dense twin.
 
 1. prepare the bundled sample corpus (data/pretrain_sample + Moby-Dick) if needed
-   (scripts/prepare_pretraining_data.py -> data-bin/pretrain_sample);
+   (as scripts/prepare_pretraining_data.py -> data-bin/pretrain_sample); data/, config/, data-bin/
+   and runs/ are those of the current folder (a checkout; see fairseq_switch/lab/project.py);
 2. one Hydra multirun, `fairseq-hydra-train -m --config-dir config --config-name pretrain_tiny
    model.moe_expert_count=0,8`: the dense baseline and switch_tiny, same FLOPs per token, same updates;
 3. the scaling report (fairseq_switch/lab/reports/scaling.py, as scripts/scaling_report.py): validation
@@ -17,17 +18,16 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from fairseq_switch.logs import json_records
+from ..corpora.prepare.pretraining import main as prepare_pretraining
+from ..project import PLUGIN_DIR, PROJECT_DIR, fairseq_command, missing_bundled
 from .scaling import make_report
-
-ROOT = Path(__file__).resolve().parents[3]  # the repository: config/, data-bin/, runs/, scripts/
-BIN = Path(sys.executable).parent
 
 
 def run_streaming(cmd: List[str], log_path: Path, show: Callable[[str], Optional[str]]) -> List[str]:
     """Run a CLI, keep its full output in log_path, echo the lines `show` selects."""
     lines = []
     with open(log_path, "w") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         for line in proc.stdout:
             log.write(line)
@@ -37,14 +37,15 @@ def run_streaming(cmd: List[str], log_path: Path, show: Callable[[str], Optional
                 print(msg, flush=True)
     if proc.returncode != 0:
         tail = "".join(lines[-30:])
-        sys.exit(f"error: {Path(cmd[0]).name} failed (exit {proc.returncode}); full log: {log_path}\n{tail}")
+        sys.exit(f"error: {' '.join(map(str, cmd[:3]))} failed (exit {proc.returncode}); full log: {log_path}\n{tail}")
     return lines
 
 
 def pretrain(a: argparse.Namespace) -> None:
     experts = ",".join(str(e) for e in [0] + a.experts)
     cmd = [
-        str(BIN / "fairseq-hydra-train"), "-m", "--config-dir", str(ROOT / "config"), "--config-name", "pretrain_tiny",
+        *fairseq_command("fairseq-hydra-train"), "-m", "--config-dir", str(a.config_dir.resolve()),
+        "--config-name", "pretrain_tiny",
         f"task.data={a.data.resolve()}", f"optimization.max_update={a.updates}",
         f"dataset.validate_interval_updates={max(a.updates // 6, 1)}", f"common.log_interval={a.log_interval}",
         f"common.seed={a.seed}", f"model.moe_expert_count={experts}", f"hydra.sweep.dir={a.out.resolve()}",
@@ -66,17 +67,17 @@ def pretrain(a: argparse.Namespace) -> None:
                     f"{rec['neg_log_perplexity']:.4f}")
         return None
 
-    print("$ " + " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd)), flush=True)
+    print("$ fairseq-hydra-train " + " ".join(cmd[cmd.index("--config-dir") - 1:]), flush=True)  # from its -m
     run_streaming(cmd, a.out.parent / f"{a.out.name}.log", show)
 
 
 def generate_examples(ckpt: Path, a: argparse.Namespace) -> None:
     cmd = [
-        str(BIN / "fairseq-generate"), str(a.data), "--user-dir", str(ROOT / "fairseq_switch"),
+        *fairseq_command("fairseq-generate"), str(a.data), "--user-dir", str(PLUGIN_DIR),
         "--task", "span_corruption", "--input-length", "128", "--path", str(ckpt), "--gen-subset", "test",
         "--beam", "4", "--max-len-b", "40", "--batch-size", "16", "--remove-bpe", "sentencepiece",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         print(f"(fairseq-generate failed: {out.stderr[-800:]})")
         return
@@ -93,8 +94,10 @@ def generate_examples(ckpt: Path, a: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT / "data-bin/pretrain_sample", help="prepared data folder")
-    p.add_argument("--out", type=Path, default=ROOT / "runs/demo", help="sweep folder (replaced)")
+    p.add_argument("--data", type=Path, default=PROJECT_DIR / "data-bin/pretrain_sample", help="prepared data folder")
+    p.add_argument("--out", type=Path, default=PROJECT_DIR / "runs/demo", help="sweep folder (replaced)")
+    p.add_argument("--config-dir", type=Path, default=PROJECT_DIR / "config",
+                   help="folder of the Hydra configs (pretrain_tiny.yaml; default: config/ of the current folder)")
     p.add_argument("--experts", type=int, nargs="+", default=[8], help="Switch expert counts next to dense")
     p.add_argument("--updates", type=int, default=300, help="updates per model")
     p.add_argument("--seed", type=int, default=1)
@@ -106,8 +109,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(e < 1 for e in a.experts):
         p.error(f"--experts must be >= 1 (the dense baseline always runs), got {a.experts}")
 
-    subprocess.run([sys.executable, str(ROOT / "scripts/prepare_pretraining_data.py"), "--out", str(a.data)],
-                   check=True, cwd=ROOT)
+    if not (a.config_dir / "pretrain_tiny.yaml").is_file():
+        p.error(missing_bundled(a.config_dir / "pretrain_tiny.yaml", "--config-dir"))
+    prepare_pretraining(["--out", str(a.data)])  # the bundled sample; up to date after the first run
     shutil.rmtree(a.out, ignore_errors=True)  # a demo run always starts from scratch
     a.out.parent.mkdir(parents=True, exist_ok=True)
     pretrain(a)

@@ -29,11 +29,11 @@ from typing import Any, List, Optional
 import torch
 
 from fairseq_switch.logs import json_records
+from ..project import PLUGIN_DIR, fairseq_command
 from .checkpoint_files import checkpoints_of, checkpoints_parser, run_dir_of
 from .generations import error_line, score_file
 
-USER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the fairseq_switch package
-ROOT = os.path.dirname(USER_DIR)  # the repository: fairseq runs from there, scripts/ is there
+USER_DIR = str(PLUGIN_DIR)  # relative paths (checkpoints, data) are the caller's: fairseq runs in its folder
 
 
 # what must match the checkpoint for its weights to load (the arch's defaults may have been overridden)
@@ -71,15 +71,13 @@ def done_updates(rows_file: str) -> set:
 def finetune_one(ckpt: str, info: dict, data: str, work: str, args: argparse.Namespace, kind: str,
                  threads: int) -> dict:
     """Fine-tune, decode and score one checkpoint in folder `work`: its row of <task>.jsonl."""
-    py = sys.executable
-    bin_dir = os.path.dirname(py)
     metric = "acc" if kind == "classification" else "rouge2"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     os.makedirs(work, exist_ok=True)
     for name in os.listdir(work):  # an interrupted earlier try: fairseq would resume from its checkpoint_last
         if name.endswith(".pt"):
             os.remove(os.path.join(work, name))
-    train = [os.path.join(bin_dir, "fairseq-train"), data, "--user-dir", USER_DIR,
+    train = [*fairseq_command("fairseq-train"), data, "--user-dir", USER_DIR,
              "--task", "text_to_text", "--arch", info["arch"], "--moe-expert-count", str(info["experts"]),
              *[a for k, v in info["shape"].items() for a in ("--" + k.replace("_", "-"), str(v))],
              "--finetune-from-model", os.path.abspath(ckpt), "--criterion", "switch_cross_entropy",
@@ -98,17 +96,17 @@ def finetune_one(ckpt: str, info: dict, data: str, work: str, args: argparse.Nam
     if not torch.cuda.is_available():
         train.append("--cpu")
     with open(os.path.join(work, "train.log"), "w") as log:
-        rc = subprocess.call(train, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        rc = subprocess.call(train, stdout=log, stderr=subprocess.STDOUT, env=env)
     if rc:
         raise RuntimeError(f"fine-tuning {ckpt} failed (exit {rc}); see {work}/train.log")
     beam = "1" if metric == "acc" else "4"
-    gen = [os.path.join(bin_dir, "fairseq-generate"), data, "--user-dir", USER_DIR,
+    gen = [*fairseq_command("fairseq-generate"), data, "--user-dir", USER_DIR,
            "--task", "text_to_text", "--path", os.path.join(work, "checkpoint_best.pt"), "--gen-subset", "test",
            "--beam", beam, "--max-len-a", "0", "--max-len-b", "8" if metric == "acc" else "32", "--batch-size", "64"]
     if not torch.cuda.is_available():
         gen.append("--cpu")
     with open(os.path.join(work, "gen.out"), "w") as out, open(os.path.join(work, "gen.log"), "w") as err:
-        rc = subprocess.call(gen, stdout=out, stderr=err, env=env, cwd=ROOT)
+        rc = subprocess.call(gen, stdout=out, stderr=err, env=env)
     if rc:
         raise RuntimeError(f"fairseq-generate on {work}/checkpoint_best.pt failed (exit {rc}); see {work}/gen.log")
     try:
@@ -191,9 +189,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue  # checkpoint_last.pt holding the same update as an interval checkpoint
             if info["data"] not in prepared:  # encode the task once per pretraining vocabulary
                 out = os.path.join(run, "finetune", f"data-{name}")
-                cmd = [sys.executable, os.path.join(ROOT, "scripts", "prepare_downstream_data.py"), "--pretrained",
+                cmd = [sys.executable, "-m", "fairseq_switch.lab.cli", "prepare", "downstream", "--pretrained",
                        info["data"], "--out", out, "--prefix", args.prefix, folder]
-                res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode:
                     raise SystemExit(f"error: preparing {folder} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
                 prepared[info["data"]] = out

@@ -42,13 +42,14 @@ import argparse
 import logging
 import tempfile
 import warnings
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-USER_DIR = Path(__file__).resolve().parents[2]  # the fairseq_switch package: fairseq's --user-dir
+from ..project import PLUGIN_DIR
+
+USER_DIR = PLUGIN_DIR  # fairseq's --user-dir
 
 
 def _param_count(module: nn.Module) -> int:

@@ -53,7 +53,8 @@ from .documents import SPLITS, text_pieces
 from .languages import find_languages, read_language, select_languages, split_language
 from .mixture import piece_quotas, sample_pieces, sampling_shares
 from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
-from .stages import Runner, Stage, binarize, describe_vocabulary, encode_splits, spm_key, split_key, train_vocabulary
+from .stages import (Runner, Stage, binarize, describe_vocabulary, encode_splits, inputs_or_bundled, spm_key, split_key,
+                     train_vocabulary)
 from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "multilingual"]
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = out / "raw"
     run = Runner(out, args.force)
     try:
-        available = find_languages(args.inputs or DEFAULT_INPUTS)
+        available = find_languages(inputs_or_bundled(args.inputs, DEFAULT_INPUTS))
     except corpus.CorpusError as e:
         corpus.fail(str(e))
     languages = select_languages(available, args.languages)

@@ -37,7 +37,8 @@ from fairseq_switch.data.sentinels import NUM_SENTINELS
 from ..paths import DATA_DIR, MOBY_DICK_TEXT
 from .documents import SPLITS, count_lines_words, spm_pieces, split_documents
 from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
-from .stages import Runner, Stage, binarize, describe_vocabulary, encode_splits, spm_key, split_key, train_vocabulary
+from .stages import (Runner, Stage, binarize, describe_vocabulary, encode_splits, inputs_or_bundled, spm_key, split_key,
+                     train_vocabulary)
 from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "pretrain_sample", MOBY_DICK_TEXT]
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = out / "raw"
     run = Runner(out, args.force)
     try:
-        files = corpus_files(args.inputs or DEFAULT_INPUTS)
+        files = corpus_files(inputs_or_bundled(args.inputs, DEFAULT_INPUTS))
     except CorpusError as e:
         fail(str(e))
     raw.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_switch.data import corpus, sentinels, vocab
+from ...project import missing_bundled
 from .documents import SPLITS
 from .steps import ORDER, Steps
 
@@ -60,6 +61,16 @@ class Runner:
         stats = stage.build(data) if stage.read else stage.build()
         rec.finish(stage.name, stage.key, stats)
         return stats
+
+
+def inputs_or_bundled(given: List[Path], bundled: List[Path]) -> List[Path]:
+    """The inputs given, else the bundled sample: found from the project folder, one error line if absent."""
+    if given:
+        return given
+    for path in bundled:
+        if not path.exists():
+            corpus.fail(missing_bundled(path, "the input files"))
+    return bundled
 
 
 def with_bad_utf8(key: dict, bad_utf8: str) -> dict:
