@@ -79,6 +79,7 @@ def lock_save_dir(save_dir: str) -> None:
         return
     path = os.path.join(save_dir, LOCK_NAME)
     try:
+        os.makedirs(save_dir, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise ValueError(not_writable(save_dir, e)) from e

@@ -249,12 +249,16 @@ class SavedCheckpoint:
             v = cfg.get(name) if hasattr(cfg, "get") else getattr(cfg, name, None)  # dict or legacy Namespace
             return "?" if v is None else v
 
+        from .models import load_hints  # models import this module
+
+        # the layers may differ (another --arch), not only the expert options: name what built the saved model
+        flags = load_hints.saved_flags(self.path, cfg, names=load_hints.EXPERT_LAYOUT_OPTIONS)
         raise ValueError(
             f"{self.path} has a different expert layout: it has {self.num_experts} experts in "
             f"{len(self.switch_layers)} Switch layers {self.switch_layers} (--moe-expert-count "
             f"{opt('moe_expert_count')} --moe-freq {opt('moe_freq')}), this model has {num_experts} experts in "
             f"{len(switch_layers)} Switch layers {list(switch_layers)}; build the model with the checkpoint's "
-            f"--moe-expert-count and --moe-freq (changing the expert count of a trained model is not supported)"
+            f"flags: {flags} (changing the expert count of a trained model is not supported)"
         )
 
     def state_for(self, layout: ExpertLayout, param_names: Optional[Sequence[str]] = None,
@@ -499,8 +503,8 @@ def resume_path(save_dir: str, last: str, refuse: bool, announce: bool = True) -
     if branch:
         newer = [s for s in ok if s not in branch and (s.num_updates or 0) > (branch[0].num_updates or 0)]
         if newer and announce:
-            logger.info(f"not resuming {', '.join(os.path.basename(s.path) for s in newer)} (update "
-                        f"{newer[0].num_updates}): {'they do' if len(newer) > 1 else 'it does'} not continue {last} "
+            names = ", ".join(f"{os.path.basename(s.path)} (update {s.num_updates})" for s in newer)
+            logger.info(f"not resuming {names}: {'they do' if len(newer) > 1 else 'it does'} not continue {last} "
                         f"(another branch, e.g. from before a rollback); saves of this run under the same names will "
                         f"replace them")
         ok = branch
@@ -835,6 +839,14 @@ class CheckpointHooks:
                 else:
                     with self._loading_for(trainer, reset_optimizer):
                         extra = orig_load(trainer, filename, reset_optimizer, *args, **kwargs)
+            except Exception as e:
+                # fairseq's "Cannot load model parameters ...; please ensure that the architectures match"
+                if not str(e).startswith("Cannot load model parameters") or not os.path.isfile(filename):
+                    raise
+                from .models import load_hints  # models import this module
+
+                saved = load_hints.read_saved_model_cfg(filename)
+                raise ValueError(load_hints.mismatch_message(filename, saved, trainer.cfg.model, e.__context__)) from e
             finally:
                 self.vocab = None
             # the saves of this run continue the one read (none: a fresh start)

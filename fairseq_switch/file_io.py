@@ -125,12 +125,11 @@ def _temp_for(path: str, fault: Fault = None):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(temp_name(path)), suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # as open() would create it
-    finally:
-        os.close(fd)
+    os.close(fd)
     try:
         yield tmp
+        # the mode open() would give (mkstemp makes 0600; some writers, e.g. safetensors, replace the file)
+        os.chmod(tmp, 0o666 & ~current_umask())
         if fault is not None:
             fault(tmp)
         with open(tmp, "rb+") as f:
