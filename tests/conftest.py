@@ -9,9 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_finish(session):
-    """Register the plugin if a test module imported fairseq: one that imported a light module of the package
-    first (logs, data.corpus, ...) left it unregistered, and fairseq's registries are then read directly."""
-    if "fairseq" in sys.modules:
+    """Register the plugin if a test module imported fairseq or the expert-parallel harness (whose tests run
+    fairseq in this process): only fairseq's own --user-dir import registers, and fairseq skips the package
+    once a test module has imported it."""
+    if "fairseq" in sys.modules or "tests.ep_harness" in sys.modules:
         from fairseq_switch.plugin import register
 
         register()

@@ -103,6 +103,9 @@ def build_trainer(data_dir: str, world: int, rank: int, extra: Sequence[str] = (
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
+    from fairseq_switch.plugin import register
+
+    register()  # fairseq skips --user-dir here: this module imported the package first (also in spawned ranks)
     parser = options.get_training_parser()
     argv = [
         data_dir, "--user-dir", USER_DIR, "--task", "span_corruption", "--arch", "switch_tiny",
