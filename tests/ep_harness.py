@@ -98,7 +98,7 @@ def global_name(name: str, first_local_expert: int) -> str:
     return f"{m.group(1)}{int(m.group(2)) + first_local_expert}{m.group(3)}"
 
 
-def build_trainer(data_dir: str, world: int, rank: int, extra: Sequence[str] = ()):
+def build_trainer(data_dir: str, world: int, rank: int, extra: Sequence[str] = (), cpu: bool = True):
     from fairseq import options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
@@ -112,8 +112,8 @@ def build_trainer(data_dir: str, world: int, rank: int, extra: Sequence[str] = (
         "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
         "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
         "--moe-expert-count", "4", "--criterion", "switch_cross_entropy", "--optimizer", "sgd", "--momentum", "0.9",
-        "--lr", "0.5",
-        "--cpu", "--seed", "3", "--dropout", "0", "--moe-jitter-eps", "0", "--moe-capacity-factor", "8",
+        "--lr", "0.5", *(["--cpu"] if cpu else []),
+        "--seed", "3", "--dropout", "0", "--moe-jitter-eps", "0", "--moe-capacity-factor", "8",
         "--moe-eval-capacity-factor", "8", "--moe-min-capacity", "64", "--clip-norm", "0.5",
         "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--input-length", "16", "--no-save",
         *extra,

@@ -120,7 +120,9 @@ class SwitchConfig(FairseqDataclass):
     )
     moe_dispatch: ChoiceEnum(list(DISPATCH_CHOICES)) = field(
         default="index",
-        metadata={"help": "index: gather/scatter by index (fast); einsum: fairscale MOELayer reference path"},
+        metadata={"help": "index: gather/scatter by index (fast); grouped: as index, each expert layer one grouped "
+                          "GEMM (torch's grouped_mm; falls back to index where torch lacks it); einsum: fairscale "
+                          "MOELayer reference path"},
     )
     moe_local_experts: bool = field(
         default=False,

@@ -6,6 +6,10 @@
   Sec. 2.2). No tokens x experts x capacity tensor is built.
 - `ExpertParallelDispatch` (W ranks): the kept tokens fill the [experts, capacity, d] buffer, which
   fairscale's all-to-all sends to the experts' ranks and back (Sec. 5).
+- `GroupedDispatch` (one process, `--moe-dispatch grouped`): the same compact tokens, but each expert
+  linear layer is one grouped GEMM over all experts (torch's `grouped_mm`) instead of a loop of small
+  ones, and the group sizes stay on the device (no host sync). Where torch lacks the op for the
+  device and dtype, it runs the index path.
 - `EinsumDispatch`: the reference path, fairscale's `MOELayer` unchanged (dense einsum dispatch),
   driven by the same router through fairscale's gate interface; on one rank or many.
 
@@ -15,11 +19,12 @@ capacity and mode the layer decided), and returns the output and the router's de
 
 import time
 from datetime import timedelta
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from fairscale.nn.moe.moe_layer import MOELayer, _AllToAll
 
 from ..distributed import ExpertLayout
@@ -42,11 +47,99 @@ class IndexDispatch:
     def __call__(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], route: Route,
                  experts: nn.ModuleList) -> Tuple[torch.Tensor, RouterOutput]:
         r = route(tokens, mask)
+        return self.run_experts(tokens, r, experts), r
+
+    @staticmethod
+    def run_experts(tokens: torch.Tensor, r: RouterOutput, experts: nn.ModuleList) -> torch.Tensor:
         tok = r.dispatch_order  # grouped by expert, so each expert's tokens are one contiguous slice
         chunks = tokens[tok].split(r.kept_counts.tolist())
         # Every expert runs, even on 0 tokens, so every expert parameter gets a (zero) gradient.
         outs = [expert(chunk) for expert, chunk in zip(experts, chunks)]
         y = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return _combine(tokens, tok, y, r)
+
+
+def grouped_mm_op() -> Optional[Callable]:
+    """torch's grouped GEMM (public `F.grouped_mm` from torch 2.10, `torch._grouped_mm` before), or None."""
+    return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+_GROUPED_SUPPORT: Dict[Tuple[str, torch.dtype], Optional[str]] = {}
+
+
+def grouped_mm_unsupported(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Why torch's grouped GEMM cannot run forward and backward on this device and dtype (None: it can).
+
+    Kernels differ by torch version, device and dtype (e.g. bf16-only on some GPUs), so this asks
+    once per (device type, dtype) with a tiny call rather than keeping a table."""
+    key = (device.type, dtype)
+    if key not in _GROUPED_SUPPORT:
+        op = grouped_mm_op()
+        if op is None:
+            _GROUPED_SUPPORT[key] = f"torch {torch.__version__} has no grouped_mm"
+        else:
+            try:
+                a = torch.ones(8, 16, device=device, dtype=dtype, requires_grad=True)
+                b = torch.ones(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
+                offs = torch.tensor([3, 8], device=device, dtype=torch.int32)
+                y = op(a, b, offs=offs)
+                y.backward(torch.ones_like(y))
+                ok = bool(torch.allclose(y.float(), torch.full_like(y.float(), 16.0)))
+                _GROUPED_SUPPORT[key] = None if ok else "grouped_mm gave wrong results in the probe"
+            except (RuntimeError, NotImplementedError, TypeError) as e:
+                _GROUPED_SUPPORT[key] = f"grouped_mm on {device.type} {dtype}: {str(e).splitlines()[0]}"
+    return _GROUPED_SUPPORT[key]
+
+
+class GroupedDispatch:
+    """One process: fc1 (and a gated FFN's fc1_linear) and fc2 each run as one grouped GEMM over the
+    expert-sorted kept tokens. The experts' weights are stacked on every call (the checkpoint layout
+    stays one module per expert); biases are added per token. `last_path` says which path ran."""
+
+    a2a_seconds = 0.0
+
+    def __init__(self) -> None:
+        self.last_path: Optional[str] = None
+        self.fallback_reason: Optional[str] = None
+
+    def unsupported(self, tokens: torch.Tensor, experts: nn.ModuleList) -> Optional[str]:
+        first = experts[0]
+        if not all(hasattr(first, a) for a in ("fc1", "fc1_linear", "fc2", "activation_fn", "dropout")):
+            return f"experts of type {type(first).__name__} (not ExpertFFN)"  # switch_layer imports this module
+        width = (first.fc1.in_features, first.fc1.out_features)
+        if any(n * tokens.element_size() % 16 for n in width):  # the kernels need 16-byte aligned rows
+            return f"d_model/d_ff {width} not multiples of {16 // tokens.element_size()} in {tokens.dtype}"
+        if first.fc1.weight.dtype != tokens.dtype:
+            return f"weights in {first.fc1.weight.dtype}, tokens in {tokens.dtype}"
+        return grouped_mm_unsupported(tokens.device, tokens.dtype)
+
+    def __call__(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], route: Route,
+                 experts: nn.ModuleList) -> Tuple[torch.Tensor, RouterOutput]:
+        r = route(tokens, mask)
+        tok = r.dispatch_order
+        reason = self.unsupported(tokens, experts)
+        if reason is not None or tok.numel() == 0:  # nothing kept: the index path still gives zero grads
+            self.last_path, self.fallback_reason = "index", reason
+            return IndexDispatch.run_experts(tokens, r, experts), r
+        self.last_path, self.fallback_reason = "grouped", None
+        op = grouped_mm_op()
+        offs = torch.cumsum(r.kept_counts, 0).to(torch.int32)
+        expert_of = r.expert_index[tok]
+        first = experts[0]
+
+        def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+            layers = [getattr(e, name) for e in experts]
+            w = torch.stack([lin.weight for lin in layers])  # [E, out, in]
+            y = op(x, w.transpose(-2, -1), offs=offs)
+            if layers[0].bias is not None:  # gathered in fp32: its backward then sums the bias gradients in fp32
+                y = y + torch.stack([lin.bias for lin in layers]).float()[expert_of].to(y.dtype)
+            return y
+
+        x = tokens[tok]
+        h = first.activation_fn(linear(x, "fc1"))
+        if first.fc1_linear is not None:
+            h = h * linear(x, "fc1_linear")
+        y = linear(first.dropout(h), "fc2")  # every expert's dropout has the same rate
         return _combine(tokens, tok, y, r), r
 
 
@@ -171,10 +264,14 @@ Dispatch = Callable[[torch.Tensor, Optional[torch.Tensor], Route, nn.ModuleList]
 
 
 def make_dispatch(kind: str, layout: ExpertLayout) -> Dispatch:
-    """The path for `--moe-dispatch` (index or einsum) and this process's expert layout."""
+    """The path for `--moe-dispatch` (index, grouped or einsum) and this process's expert layout.
+    Under expert parallelism index and grouped both take the all-to-all path."""
     if kind == "einsum":
         return EinsumDispatch(layout)
-    return ExpertParallelDispatch(layout) if layout.distributed else IndexDispatch()
+    if layout.distributed:
+        return ExpertParallelDispatch(layout)
+    return GroupedDispatch() if kind == "grouped" else IndexDispatch()
 
 
-__all__: List[str] = ["Dispatch", "EinsumDispatch", "ExpertParallelDispatch", "IndexDispatch", "make_dispatch"]
+__all__: List[str] = ["Dispatch", "EinsumDispatch", "ExpertParallelDispatch", "GroupedDispatch", "IndexDispatch",
+                      "grouped_mm_op", "grouped_mm_unsupported", "make_dispatch"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..distributed import world_sum
 from .init import scaled_trunc_normal_
 
-DISPATCH_CHOICES = ("index", "einsum")
+DISPATCH_CHOICES = ("index", "grouped", "einsum")
 
 
 def _flag(name: str) -> str:
@@ -40,7 +40,7 @@ class RouterConfig:
     jitter_eps: float = 1e-2  # training-only multiplicative noise U(1-eps, 1+eps) on the router input
     batch_prioritized: bool = False  # keep the highest-probability tokens first, not position order
     init_scale: float = 0.1  # s in the truncated-normal init std sqrt(s / d) (Sec. 2.4)
-    dispatch: str = "index"  # index: gather/scatter by index; einsum: fairscale's MOELayer
+    dispatch: str = "index"  # index: gather/scatter by index; grouped: grouped GEMM; einsum: fairscale's MOELayer
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:

@@ -1,22 +1,28 @@
-"""Forward+backward wall time and peak memory: dense FFN vs Switch FFN (index vs einsum dispatch).
+"""Forward+backward wall time and peak memory: dense FFN vs Switch FFN (index, grouped, einsum dispatch) vs
+transformers' SwitchTransformersSparseMLP, on any device and dtype.
 
-Each token goes through one d -> ff -> d FFN in all three, so expert FLOPs per token are equal
+Each token goes through one d -> ff -> d FFN in all of them, so expert FLOPs per token are equal
 (the einsum path also runs its experts on the padding slots of the [E, C, d] buffer and pays
 O(S*E*C*d) for its dense dispatch/combine einsums):
-  dense  = ExpertFFN(d, ff, relu)                                  (exactly one expert)
-  index  = SwitchFFN(d, ff, RouterConfig(E), relu)                 (this plugin's index dispatch)
-  einsum = SwitchFFN(d, ff, RouterConfig(E, dispatch="einsum"), relu)  (fairscale MOELayer, 1-rank group)
+  dense   = ExpertFFN(d, ff, relu)                                   (exactly one expert)
+  index   = SwitchFFN(d, ff, RouterConfig(E), relu)                  (this plugin's index dispatch)
+  grouped = SwitchFFN(d, ff, RouterConfig(E, dispatch="grouped"), relu)  (torch's grouped GEMM)
+  einsum  = SwitchFFN(d, ff, RouterConfig(E, dispatch="einsum"), relu)   (fairscale MOELayer, 1-rank group)
+  hf      = transformers' SwitchTransformersSparseMLP (a loop over experts, capacity per sequence)
 
-Time: median of --iters fwd+bwd iterations after --warmup ones, the three variants interleaved.
+Time: median of --iters fwd+bwd iterations after --warmup ones, the variants interleaved.
 Memory: peak bytes of tensors allocated during one extra un-timed fwd+bwd (parameter gradients
 included; parameters and input excluded): torch.cuda.max_memory_allocated on CUDA, a
 TorchDispatchMode tracker on CPU. "index drop %" is the share of tokens over capacity.
 
   python scripts/bench_switch_layer.py --quick
   python scripts/bench_switch_layer.py --output bench.md
+  python scripts/bench_switch_layer.py --device cuda --dtype bfloat16 --d-model 1024 --ffn-dim 4096 \\
+      --experts 32 128 --tokens 16384 --variants index grouped einsum hf --einsum-max-gb 40
 """
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -132,14 +138,63 @@ def init_single_process_group(device: torch.device) -> None:
         dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{free_port()}", world_size=1, rank=0)
 
 
-def make_ffn(kind: str, d: int, ff: int, experts: int, device: torch.device) -> nn.Module:
-    """"dense": one ExpertFFN; "index" or "einsum": a Switch FFN with that dispatch and the default routing."""
+VARIANTS = ("dense", "index", "grouped", "einsum", "hf")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFSparseMLP(nn.Module):
+    """transformers' SwitchTransformersSparseMLP on [S, d] tokens, as one sequence whose expert capacity is
+    this project's batch capacity (factor 1.25), ReLU experts without bias, fp32 router."""
+
+    def __init__(self, d: int, ff: int, experts: int, tokens: int):
+        super().__init__()
+        from transformers import SwitchTransformersConfig
+        from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersSparseMLP
+
+        cfg = SwitchTransformersConfig(d_model=d, d_ff=ff, num_experts=experts, router_jitter_noise=0.0,
+                                       expert_capacity=expert_capacity(tokens, experts, 1.25, 4), dropout_rate=0.0,
+                                       dense_act_fn="relu", router_dtype="float32")
+        self.mlp = SwitchTransformersSparseMLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x[None])[0]
+
+
+class Autocast(nn.Module):
+    """Runs a module under torch.autocast: fairscale's MOELayer casts its dispatch mask to fp32, so its
+    einsums need autocast to take half-precision tokens."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    @property
+    def dispatch(self) -> Any:
+        return self.module.dispatch
+
+    @property
+    def last_routing(self) -> Any:
+        return self.module.last_routing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.module(x).to(x.dtype)
+
+
+def make_ffn(kind: str, d: int, ff: int, experts: int, device: torch.device, dtype: torch.dtype = torch.float32,
+             tokens: int = 0) -> nn.Module:
+    """"dense": one ExpertFFN; "index", "grouped" or "einsum": a Switch FFN with that dispatch and the default
+    routing; "hf": transformers' SparseMLP. Cast whole to `dtype` as fairseq's --bf16 does (routers still
+    compute in fp32); einsum in half precision runs under autocast (see `Autocast`)."""
     torch.manual_seed(0)
     if kind == "dense":
         m: nn.Module = ExpertFFN(d, ff, torch.relu, dropout=0.0)
+    elif kind == "hf":
+        m = HFSparseMLP(d, ff, experts, tokens)
     else:
         m = SwitchFFN(d, ff, RouterConfig(experts, dispatch=kind), activation_fn=torch.relu)
-    return m.to(device).train()
+    m = m.to(device=device, dtype=dtype).train()
+    return Autocast(m, dtype) if kind == "einsum" and dtype != torch.float32 else m
 
 
 def _parser(argv: List[str]) -> argparse.ArgumentParser:
@@ -148,15 +203,20 @@ def _parser(argv: List[str]) -> argparse.ArgumentParser:
     p.add_argument("--ffn-dim", type=int, default=2048)
     p.add_argument("--experts", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["dense", "index", "einsum"],
+                   help="dense is always run (the ratios' baseline); grouped: --moe-dispatch grouped; "
+                        "hf: transformers' SwitchTransformersSparseMLP")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--einsum-max-gb", type=float, default=4.0,
                    help="skip the einsum path where its estimated [S, E, C] tensors exceed this")
     p.add_argument("--skip-einsum-above", type=int, default=None, metavar="TOKENS",
                    help="also skip the einsum path above this many tokens")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="parameters and activations")
     p.add_argument("--quick", action="store_true", help="small smoke-test config (explicit flags still win)")
     p.add_argument("--output", default=None, help="also write the markdown report to this file")
+    p.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     if "--quick" in argv:
         p.set_defaults(d_model=64, ffn_dim=256, experts=[1, 4], tokens=[256, 512], iters=3)
     return p
@@ -183,39 +243,63 @@ def memory_growth(index_mb: Dict[Tuple[int, int], float], grad_mb: Dict[int, flo
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(argv).parse_args(argv)
-    device = torch.device(args.device)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     d, ff = args.d_model, args.ffn_dim
-    init_single_process_group(device)
-
-    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
+    variants = ["dense"] + [v for v in args.variants if v != "dense"]
+    switch = variants[1:]
+    if "einsum" in variants:
+        init_single_process_group(device)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}{gpu}, {args.dtype}, "
              f"d={d}, ff={ff}, capacity factor 1.25, {args.iters} timed iters (median), {args.warmup} warm-up", ""]
-    lines += ["| experts | tokens | dense ms | index ms | einsum ms | index/dense | einsum/dense "
-              "| dense MB | index MB | einsum MB | index drop % |", "|" + "---|" * 11]
+    cols = ["experts", "tokens"] + [f"{v} ms" for v in variants] + [f"{v}/dense" for v in switch]
+    cols += [f"{v} MB" for v in variants] + ["index drop %"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     print("\n".join(lines), flush=True)
     index_mb: Dict[Tuple[int, int], float] = {}
     grad_mb: Dict[int, float] = {}
+    rows: List[Dict[str, Any]] = []
+    notes: List[str] = []
     for E in args.experts:
         for S in args.tokens:
             torch.manual_seed(1)
-            x = torch.randn(S, d, device=device, requires_grad=True)
-            g = torch.randn(S, d, device=device)
-            modules = {"dense": make_ffn("dense", d, ff, 1, device), "index": make_ffn("index", d, ff, E, device)}
-            if einsum_gb(S, E) <= args.einsum_max_gb and S <= (args.skip_einsum_above or S):
-                modules["einsum"] = make_ffn("einsum", d, ff, E, device)
+            x = torch.randn(S, d, device=device, dtype=dtype, requires_grad=True)
+            g = torch.randn(S, d, device=device, dtype=dtype)
+            skip_einsum = einsum_gb(S, E) > args.einsum_max_gb or S > (args.skip_einsum_above or S)
+            modules = {v: make_ffn(v, d, ff, E, device, dtype, S) for v in variants
+                       if not (v == "einsum" and skip_einsum)}
             r = bench(modules, x, g, args.iters, args.warmup)
-            grad_mb[E] = sum(p.numel() * p.element_size() for p in modules["index"].parameters()) / MB
-            drop = 100 * modules["index"].last_routing.stats.dropped_fraction.item()
-            (dense_ms, dense_mb), (index_ms, index_mb[E, S]) = r["dense"], r["index"]
-            einsum_ms, einsum_mb = r.get("einsum", (None, None))
-            row = (f"| {E} | {S} | {dense_ms:.1f} | {index_ms:.1f} | {fmt(einsum_ms, '.1f', 'skipped')} "
-                   f"| {index_ms / dense_ms:.2f} | {fmt(einsum_ms and einsum_ms / dense_ms, '.2f', 'skipped')} "
-                   f"| {dense_mb:.1f} | {index_mb[E, S]:.1f} | {fmt(einsum_mb, '.1f', 'skipped')} | {drop:.1f} |")
-            lines.append(row)
-            print(row, flush=True)
+            switch_any = next((modules[v] for v in ("index", "grouped", "einsum") if v in modules), None)
+            drop = None if switch_any is None else 100 * switch_any.last_routing.stats.dropped_fraction.item()
+            if "index" in modules:
+                grad_mb[E] = sum(p.numel() * p.element_size() for p in modules["index"].parameters()) / MB
+                index_mb[E, S] = r["index"][1]
+            if "grouped" in modules and modules["grouped"].dispatch.last_path != "grouped":
+                notes.append(f"- {E} experts, {S} tokens: grouped ran the index path "
+                             f"({modules['grouped'].dispatch.fallback_reason})")
+            dense_ms = r["dense"][0]
+            row: Dict[str, Any] = {"experts": E, "tokens": S, "d_model": d, "ffn_dim": ff, "dtype": args.dtype,
+                                   "device": str(device) + gpu, "drop_pct": drop}
+            for v in variants:
+                ms, mb = r.get(v, (None, None))
+                row[v] = {"ms": ms, "mb": mb, "vs_dense": None if ms is None else ms / dense_ms}
+            if "grouped" in modules:
+                row["grouped"]["path"] = modules["grouped"].dispatch.last_path
+            rows.append(row)
+            cells = [str(E), str(S)] + [fmt(row[v]["ms"], ".1f", "skipped") for v in variants]
+            cells += [fmt(row[v]["vs_dense"], ".2f", "skipped") for v in switch]
+            cells += [fmt(row[v]["mb"], ".1f", "skipped") for v in variants] + [fmt(drop, ".1f", "-")]
+            line = "| " + " | ".join(cells) + " |"
+            lines.append(line)
+            print(line, flush=True)
 
-    tail = memory_growth(index_mb, grad_mb, args.experts, args.tokens)
+    tail = memory_growth(index_mb, grad_mb, args.experts, args.tokens) if index_mb else []
+    tail += [""] + notes if notes else []
     print("\n".join(tail))
     if args.output:
         with open(args.output, "w") as f:
             f.write("\n".join(lines + tail) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "rows": rows}, f, indent=1)
     return 0
