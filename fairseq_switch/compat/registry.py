@@ -166,8 +166,9 @@ PATCHES: List[Patch] = [
         "implied TPU mode is switched off, as on the Hydra route",
         fixes.bf16_on_cpu,
         kept=(
-            "fairseq-train's argument post-processing sets the TPU flag after every plugin option "
-            "is parsed, and call_main reads it before any task exists")),
+            "no task exists before call_main reads the TPU flag; the plugin's architecture functions "
+            "run after fairseq-train's post-processing, but not in fairseq-interactive or -validate "
+            "(no --arch), which go through call_main too")),
     # -- checkpoints (checkpoints.py): one CheckpointHooks object shared by these replacements
     Patch(
         "trainer_save_checkpoint", "fairseq.trainer:Trainer.save_checkpoint", "(self, filename, extra_state)",
