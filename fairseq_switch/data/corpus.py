@@ -199,6 +199,21 @@ def _normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def json_text(value: object, where: str, field: str, fix: str, labels: bool = False) -> str:
+    """A jsonl field's text: a string (with `labels`, also a number, e.g. a class label, or a list of
+    strings, whose first is kept); anything else would be trained on as its Python repr ('None',
+    "{'a': 1}"), so it stops with `where` (file:line) and `fix`."""
+    if labels and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        value = value[0]  # e.g. several reference answers: keep the first
+    if isinstance(value, str) or (labels and isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value)
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object",
+             list: "a list"}
+    raise CorpusError(f"{where}: field {field!r} is {kinds.get(type(value), type(value).__name__)} "
+                      f"({json.dumps(value)[:60]}), not text; fix that line or remove it, or name the text "
+                      f"field with {fix}")
+
+
 def read_documents(path: os.PathLike, doc_format: str = "auto", json_field: str = "text",
                    bad_utf8: str = "error", counts: Optional[BadUtf8Counts] = None) -> Iterator[str]:
     """Yield the non-empty documents of one file (bad_utf8, counts: as `read_lines`)."""
@@ -231,6 +246,6 @@ def read_documents(path: os.PathLike, doc_format: str = "auto", json_field: str 
                                       f"for plain text") from None
                 if not isinstance(record, dict) or json_field not in record:
                     raise CorpusError(f"{path}:{lineno}: no {json_field!r} field; pass --json-field NAME")
-                doc = _normalize(str(record[json_field]))
+                doc = _normalize(json_text(record[json_field], f"{path}:{lineno}", json_field, "--json-field NAME"))
                 if doc:
                     yield doc

@@ -8,9 +8,9 @@ import itertools
 import json
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
-from .corpus import BadUtf8Counts, CorpusError, read_lines
+from .corpus import BadUtf8Counts, CorpusError, json_text, read_lines
 
 
 class PairsError(CorpusError):
@@ -49,7 +49,8 @@ def read_pairs(path: Union[str, Path], input_field: str = "input", target_field:
                         f"{path}:{n}: no field {', '.join(map(repr, missing))} (fields: {', '.join(sorted(rec))}); "
                         f"name the fields with --input-field/--target-field"
                     )
-                yield _text(rec[input_field]), _text(rec[target_field])
+                fix = "--input-field/--target-field"
+                yield tuple(json_text(rec[k], f"{path}:{n}", k, fix, labels=True) for k in (input_field, target_field))
         elif fmt == "tsv":
             first = next(f, "")
             header = first.rstrip("\n").split("\t")
@@ -64,18 +65,19 @@ def read_pairs(path: Union[str, Path], input_field: str = "input", target_field:
                     f"{path}: the header row {header} has no column {input_field!r}/{target_field!r}; name them "
                     f"with --input-field/--target-field, or give 0-based column numbers for a file without header"
                 )
+            width = len(header)  # the header's, or without one the first row's
+            first_row = "the header has" if start == 2 else "line 1 has"
             for n, line in enumerate(rows, start):
                 row = line.rstrip("\n").split("\t")
                 if row == [""]:
                     continue
+                if len(row) != width:  # a tab inside a field would silently shift the columns after it
+                    raise PairsError(
+                        f"{path}:{n}: {len(row)} tab-separated fields, but {first_row} {width}: a field holds a tab "
+                        f"(tsv has no quoting here); replace tabs inside fields by spaces, or write the pairs as jsonl"
+                    )
                 if max(cols) >= len(row):
                     raise PairsError(f"{path}:{n}: {len(row)} column(s), need column {max(cols)}")
                 yield row[cols[0]], row[cols[1]]
         else:
             raise PairsError(f"unknown pair format {fmt!r}: use jsonl or tsv")
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, list):  # e.g. several reference answers: keep the first
-        v = v[0] if v else ""
-    return "" if v is None else str(v)
