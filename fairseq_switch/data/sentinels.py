@@ -16,6 +16,14 @@ def sentinel_symbols(n: int = NUM_SENTINELS) -> List[str]:
     return [sentinel_symbol(i) for i in range(n)]
 
 
+def count_sentinels(dictionary: "Dictionary") -> int:
+    """How many sentinels the dictionary holds, counted from <extra_id_0> up to the first missing one."""
+    n = 0
+    while dictionary.index(sentinel_symbol(n)) != dictionary.unk():
+        n += 1
+    return n
+
+
 def sentinel_indices(dictionary: "Dictionary", needed: int) -> List[int]:
     """Dictionary ids of <extra_id_0>..<extra_id_{needed-1}>, or a ValueError that names the fix."""
     missing = [s for s in sentinel_symbols(needed) if dictionary.index(s) == dictionary.unk()]

@@ -131,10 +131,36 @@ def raw_length_for_input(input_length: int, noise_density: float, mean_noise_spa
         raise ValueError(f"noise density must be in (0, 1), got {noise_density}")
     if mean_noise_span_length < 1.0:
         raise ValueError(f"mean noise span length must be >= 1, got {mean_noise_span_length}")
-    length = 1
-    while example_lengths(length + 1, noise_density, mean_noise_span_length)[0] <= input_length:
-        length += 1
-    return length
+    def fits(length: int) -> bool:
+        return example_lengths(length, noise_density, mean_noise_span_length)[0] <= input_length
+
+    # the corrupted input grows with the chunk (never shrinks): bisect between a length that fits and one that
+    # does not, rather than step through them all (--input-length 1000000 took seconds)
+    low, high = 1, 2
+    while fits(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def max_input_length(sentinels: int, noise_density: float, mean_noise_span_length: float,
+                     final_sentinel: bool) -> int:
+    """The largest --input-length whose raw chunk needs at most `sentinels` sentinel tokens (0 if none does)."""
+    def needed(length: int) -> int:
+        return num_sentinels_needed(length, noise_density, mean_noise_span_length, final_sentinel)
+
+    if needed(2) > sentinels:
+        return 0
+    low, high = 2, 4  # the longest raw chunk that fits: the count grows with the chunk
+    while needed(high) <= sentinels:
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if needed(mid) <= sentinels else (low, mid)
+    # every input shorter than the next chunk's corrupts at most `low` raw tokens
+    return example_lengths(low + 1, noise_density, mean_noise_span_length, final_sentinel)[0] - 1
 
 
 def num_sentinels_needed(length: int, noise_density: float, mean_noise_span_length: float, final_sentinel: bool) -> int:

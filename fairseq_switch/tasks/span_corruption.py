@@ -20,11 +20,12 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from .. import probe as zero_shot
-from ..data.sentinels import sentinel_indices
+from ..data.sentinels import NUM_SENTINELS, count_sentinels, sentinel_indices
 from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
 from ..data.span_corruption import (
     SpanCorruptionDataset,
     example_lengths,
+    max_input_length,
     num_sentinels_needed,
     raw_length_for_input,
 )
@@ -55,10 +56,31 @@ class SpanCorruptionConfig(zero_shot.ProbeConfig, CheckpointChecksConfig):
     dataset_impl: Optional[ChoiceEnum(get_available_dataset_impl())] = II("dataset.dataset_impl")
 
 
+def check_input_length(cfg: SpanCorruptionConfig, dictionary: Dictionary, raw_length: int, needed: int) -> None:
+    """Each corrupted span takes one sentinel: a long --input-length needs more than the dictionary has (prepared
+    data holds 100), and no dictionary edit helps then; name the longest input length that works."""
+    have = count_sentinels(dictionary)
+    if needed <= have or not (have or needed > NUM_SENTINELS):
+        return  # enough, or none at all and the fix is to prepare the data (sentinel_indices says so)
+    limit = have or NUM_SENTINELS
+    longest = max_input_length(limit, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel)
+    fix = f"use --input-length {longest} or less" if longest >= 2 else "lower --noise-density"
+    holds = f"the dictionary holds {have}" if have else f"prepared data holds {NUM_SENTINELS}"
+    final = ", and the final one" if cfg.final_sentinel else ""
+    raise ValueError(
+        f"--input-length {cfg.input_length} needs {needed} sentinel tokens (one per noise span of its raw chunk of "
+        f"{raw_length} tokens at --noise-density {cfg.noise_density} and --mean-noise-span-length "
+        f"{cfg.mean_noise_span_length}{final}), but {holds} (<extra_id_0>..<extra_id_{limit - 1}>): {fix}, the "
+        f"longest whose spans {limit} sentinels can mark"
+    )
+
+
 @register_task("span_corruption", dataclass=SpanCorruptionConfig)
 class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
     cfg: SpanCorruptionConfig
     prepare_script = "scripts/prepare_pretraining_data.py"  # named in errors: what makes the data folder
+    whole_examples = True  # all of one length (but a split's last chunk): dropping them would leave nothing
+    max_tokens_hint = ", or a smaller --input-length"
 
     def __init__(self, cfg: SpanCorruptionConfig, dictionary: Dictionary):
         super().__init__(cfg)
@@ -72,6 +94,7 @@ class SpanCorruptionTask(SwitchTaskMixin, FairseqTask):
         needed = num_sentinels_needed(
             self.raw_length, cfg.noise_density, cfg.mean_noise_span_length, cfg.final_sentinel
         )
+        check_input_length(cfg, dictionary, self.raw_length, needed)
         sentinel_indices(dictionary, needed)  # fail now, with the fix, if the dictionary lacks them
         if cfg.probe:  # built now: a bad --probe fails before training starts
             spm = os.path.join(utils.split_paths(cfg.data)[0], "spm.model")
