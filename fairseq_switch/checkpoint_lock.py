@@ -31,19 +31,26 @@ def last_save_files(save_dir: str) -> List[str]:
 
 
 def check_save_dir(save_dir: str) -> None:
-    """fairseq's verify_checkpoint_directory with one-line errors: the folder is made if needed and must take
-    a file, and, on a resume, have room for one more save like the last (a save is only known to fail at its
-    end, after the updates since the one before)."""
+    """fairseq's verify_checkpoint_directory with one-line errors: the folder, or the folder it would be made
+    in, must take a file, and on a resume have room for one more save like the last (a save is only known to
+    fail at its end, after the updates since the one before). Unlike fairseq it makes no folder: a --no-save
+    run writes nothing (a saving run makes it when it takes the lock)."""
     if os.path.lexists(save_dir) and not os.path.isdir(save_dir):
         raise ValueError(f"--save-dir {save_dir} is a file, not a folder: give a folder for the checkpoints (the file "
                          f"was left untouched)")
+    here = os.path.abspath(save_dir)
+    while not os.path.lexists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise ValueError(f"--save-dir {save_dir} cannot be a folder: {here} is a file")
     try:
-        os.makedirs(save_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=save_dir)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=here)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
         raise ValueError(not_writable(save_dir, e)) from e
+    if not os.path.isdir(save_dir):
+        return
     files = last_save_files(save_dir)
     need = sum(os.path.getsize(f) for f in files)
     free = shutil.disk_usage(save_dir).free
@@ -54,10 +61,7 @@ def check_save_dir(save_dir: str) -> None:
 
 
 def not_writable(save_dir: str, e: OSError) -> str:
-    why = e.strerror or str(e)
-    if e.errno == errno.ENOTDIR:
-        return f"--save-dir {save_dir} cannot be a folder ({why}): a part of its path is a file"
-    return f"--save-dir {save_dir} is not writable ({why}): give a folder this process can write to"
+    return f"--save-dir {save_dir} is not writable ({e.strerror or e}): give a folder this process can write to"
 
 
 def holder_of(path: str) -> str:

@@ -12,7 +12,9 @@ Replicas (ranks >= G) write nothing. One process writes fairseq's plain single f
 carries the save's id (and the Switch files `expert_parallel` metadata: the layout and the
 optimizer's parameter names). Every file is written atomically (`file_io`), last/best copies
 included, so a crash leaves each file old or new; the manifest and the save ids tell a complete
-save from an interrupted one, and a plain resume falls back to the newest complete save.
+save from an interrupted one. Every save also records its parent (the save its run continued), so a
+plain resume continues checkpoint_last's branch (`save_lineage`) and falls back to the newest complete
+save of it. A run holds the folder's lock (`checkpoint_lock`) from its first load on.
 
 On disk experts are named by their global id (`...fc1.experts.5.fc2.weight`), and optimizer
 state is tied to parameter names rather than positions, so one save can be cut for any rank
@@ -683,8 +685,9 @@ def _read_named(read: Callable[..., dict], path: str, *args: Any) -> dict:
     except file_io.READ_ERRORS as e:
         if "Weights only load failed" in str(e):
             raise
-        raise ValueError(f"{file_io.unreadable(path, e)}; `python scripts/verify_checkpoint.py "
-                         f"{os.path.dirname(path) or '.'}` lists the complete saves next to it") from e
+        folder = path if os.path.isdir(path) else (os.path.dirname(path) or ".")
+        raise ValueError(f"{file_io.unreadable(path, e)}; `python scripts/verify_checkpoint.py {folder}` lists the "
+                         f"complete saves {'in it' if folder == path else 'next to it'}") from e
 
 
 def load_checkpoint_whole(path: str) -> dict:

@@ -269,9 +269,12 @@ def test_written_files_follow_the_umask(trainer, run12, tmp_path, umask):
 
 
 def test_the_crash_dump_goes_to_save_dir_and_not_with_no_save(data_dir, tmp_path, monkeypatch):
+    from fairseq import checkpoint_utils
+
     monkeypatch.chdir(tmp_path)  # where fairseq's default --save-dir, ./checkpoints, would be
     for no_save in (True, False):
         folder = tmp_path / f"ck{int(no_save)}"
+        checkpoint_utils.verify_checkpoint_directory(str(folder))  # as fairseq-train does first (it made the folder)
         t = H.build_trainer(data_dir, 1, 0, ["--save-dir", str(folder)])
         _configure(t, folder, no_save=no_save)
         fc2 = t.get_model().switch_ffns[0].experts[1].fc2
@@ -305,8 +308,8 @@ def test_a_save_dir_that_is_a_file_is_one_line(tmp_path):
         checkpoint_utils.verify_checkpoint_directory(str(f))  # fairseq-train's check, as the plugin replaced it
     assert str(e.value) == (f"--save-dir {f} is a file, not a folder: give a folder for the checkpoints (the file was "
                             f"left untouched)")
-    with pytest.raises(ValueError, match=rf"^--save-dir {f}/ck cannot be a folder \(Not a directory\)"):
-        checkpoint_utils.verify_checkpoint_directory(str(f / "ck"))
+    with pytest.raises(ValueError, match=rf"^--save-dir {f}/ck/a cannot be a folder: {f} is a file$"):
+        checkpoint_utils.verify_checkpoint_directory(str(f / "ck" / "a"))
     assert f.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
@@ -314,7 +317,8 @@ def test_generate_with_a_folder_as_path_says_so(run12):
     from fairseq import checkpoint_utils
 
     with pytest.raises(ValueError, match=rf"^{run12} is a folder, not a checkpoint file: give a file in it \(e.g. "
-                                         rf"{run12}/checkpoint_1_12.pt\)"):
+                                         rf"{run12}/checkpoint_1_12.pt\); `python scripts/verify_checkpoint.py "
+                                         rf"{run12}` lists the complete saves in it$"):
         checkpoint_utils.load_model_ensemble_and_task([str(run12)])  # fairseq-generate --path <folder>
 
 
@@ -407,4 +411,5 @@ def test_write_and_save_dir_errors_print_as_one_line(tmp_path):
     (tmp_path / "x.pt").touch()
     with pytest.raises(ValueError) as e:
         checkpoint_lock.check_save_dir(str(tmp_path / "x.pt" / "y"))
-    assert _one_line(e.value).startswith(f"fairseq-switch: error: --save-dir {tmp_path}/x.pt/y cannot be a folder")
+    assert _one_line(e.value) == (f"fairseq-switch: error: --save-dir {tmp_path}/x.pt/y cannot be a folder: "
+                                  f"{tmp_path}/x.pt is a file")
