@@ -63,11 +63,14 @@ from fairseq_switch.data.sentinels import sentinel_symbols
 from fairseq_switch.data.span_corruption import example_lengths, raw_length_for_input
 from .common import free_port
 
-# deprecation noise from fairscale's imports and fairseq's hydra setup, printed once per spawned rank
-# (a rank imports this module to unpickle `worker`, so these filters are set there too)
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=UserWarning, module="hydra")
-warnings.filterwarnings("ignore", category=UserWarning, message=r"\s*'config' is validated against ConfigStore")
+
+def _quiet() -> None:
+    """Deprecation noise from fairscale's imports and fairseq's hydra setup, printed once per rank: set by the
+    benchmark and each rank when they run (importing this module changes no filter)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="hydra")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r"\s*'config' is validated against ConfigStore")
+
 
 PAD, EOS = 1, 2  # fairseq's Dictionary: <s>=0, <pad>=1, </s>=2, <unk>=3
 
@@ -153,6 +156,7 @@ def _exit_with_parent() -> None:
 
 def worker(rank: int, world: int, port: int, spec: Spec, data_dir: str, out_dir: str) -> None:
     """One rank: warm-up and timed train steps; writes rank{r}.json (step and exchange seconds, drops, shape)."""
+    _quiet()
     import torch.distributed as dist
     from fairseq.logging import metrics
 
@@ -209,8 +213,17 @@ def run_world(world: int, spec: Spec, data_dir: str, out_dir: str, timeout: floa
     """W spawned ranks; every one is killed and reaped whatever happens (timeout, error, Ctrl-C)."""
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(worker, args=(world, free_port(), spec, data_dir, out_dir), nprocs=world,
-                             join=False, start_method="spawn")
+    # a rank's imports (to unpickle `worker`) print fairscale's FutureWarnings before `worker` runs
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning"
+    try:
+        ctx = mp.start_processes(worker, args=(world, free_port(), spec, data_dir, out_dir), nprocs=world,
+                                 join=False, start_method="spawn")
+    finally:
+        if before is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = before
     deadline = time.time() + timeout
     try:
         while not ctx.join(timeout=2):
@@ -296,6 +309,7 @@ def _parser(argv: List[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    _quiet()
     argv = sys.argv[1:] if argv is None else argv
     p = _parser(argv)
     args = p.parse_args(argv)
