@@ -11,13 +11,15 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 
 from fairseq_switch.convert import fairseq_to_transformers, transformers_to_fairseq
-from fairseq_switch.convert.mapping import (fairseq_symbols, hf_sparse_ids, moe_freq_for, num_sparse_for,
-                                            t5_layout_sparse_ids)
+from fairseq_switch.convert.mapping import hf_sparse_ids, moe_freq_for, num_sparse_for, t5_layout_sparse_ids
+from fairseq_switch.convert.compare import fairseq_batch as fairseq_inputs
+from fairseq_switch.convert.vocabulary import fairseq_symbols
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +60,7 @@ def _n_pieces(spm_model) -> int:
     return spm.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
 
 
-def _make(kind, vocab_size):
+def _make(kind, vocab_size, expert_capacity=64):
     from transformers import (SwitchTransformersConfig, SwitchTransformersForConditionalGeneration, T5Config,
                               T5ForConditionalGeneration)
 
@@ -75,7 +77,7 @@ def _make(kind, vocab_size):
     return SwitchTransformersForConditionalGeneration(SwitchTransformersConfig(
         d_kv=8, num_layers=4, num_decoder_layers=4, num_heads=2, num_experts=4, num_sparse_encoder_layers=2,
         num_sparse_decoder_layers=2,
-        expert_capacity=64, router_jitter_noise=0.0, **common))
+        expert_capacity=expert_capacity, router_jitter_noise=0.0, **common))
 
 
 KINDS = ("t5_relu", "t5_gated", "switch")
@@ -103,31 +105,24 @@ def hf(spm_model, tmp_path_factory):
     return out
 
 
-def _data_dir(folder: Path) -> Path:
-    """A text_to_text data folder holding just the converted dictionary."""
-    data = folder / "data"
-    data.mkdir(exist_ok=True)
-    for lang in ("input", "target"):
-        shutil.copy(folder / "dict.txt", data / f"dict.{lang}.txt")
-    return data
-
-
-def load_fairseq(ckpt: Path, data: Path):
+def load_fairseq(ckpt: Path, data: Optional[Path] = None, **overrides):
+    """The checkpoint as fairseq loads it, with its own flags (and its own folder as data unless `data`)."""
     from fairseq import checkpoint_utils
 
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(ckpt)], arg_overrides={"data": str(data), "moe_eval_no_drop": True})
+    if data:
+        overrides["data"] = str(data)
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides=overrides or None)
     return models[0].eval(), task
 
 
 @pytest.fixture(scope="module")
 def fs(hf, tmp_path_factory):
-    """kind -> (output folder, fairseq model, task)."""
+    """kind -> (output folder, fairseq model with the conversion's default flags, task)."""
     out = {}
     for kind in KINDS:
         d = tmp_path_factory.mktemp(f"fs_{kind}")
         transformers_to_fairseq(str(hf[kind][0]), str(d), log=_quiet)
-        model, task = load_fairseq(d / "checkpoint.pt", _data_dir(d))
+        model, task = load_fairseq(d / "checkpoint.pt")  # no data folder: the conversion's is its own
         out[kind] = (d, model, task)
     return out
 
@@ -144,21 +139,6 @@ def batch(V, seed=0):
     dec = torch.randint(3, V, (2, 6), generator=g)
     dec[:, 0] = 0
     return src, mask, dec
-
-
-def to_fairseq_ids(t5, V):
-    return (t5 + 1) % V
-
-
-def fairseq_inputs(src, mask, dec, V):
-    """fairseq's layout of the same batch: left-padded source, decoder input starting with </s>."""
-    fsrc = torch.full_like(src, 1)
-    for i in range(src.size(0)):
-        toks = to_fairseq_ids(src[i][mask[i].bool()], V)
-        fsrc[i, src.size(1) - len(toks):] = toks
-    prev = to_fairseq_ids(dec, V)
-    prev[:, 0] = 2
-    return fsrc, mask.sum(1), prev
 
 
 # -- units -----------------------------------------------------------------------------------
@@ -270,9 +250,8 @@ def test_round_trip_is_bit_exact_and_transformers_loads_it(kind, hf, fs, tmp_pat
     assert cfg["model_type"] == ("switch_transformers" if kind == "switch" else "t5")
     assert (back / "spiece.model").read_bytes() == (hf[kind][0] / "spiece.model").read_bytes()
     assert json.loads((back / "tokenizer_config.json").read_text())["extra_ids"] == EXTRA_IDS
-    if kind == "switch":
-        sparse = (cfg["num_sparse_encoder_layers"], cfg["num_sparse_decoder_layers"], cfg["expert_capacity"])
-        assert sparse == (2, 2, 64)
+    source = json.loads((hf[kind][0] / "config.json").read_text())
+    assert {k: (source.get(k), cfg.get(k)) for k in set(source) | set(cfg) if source.get(k) != cfg.get(k)} == {}
     m2 = AutoModelForSeq2SeqLM.from_pretrained(str(back)).eval()
     _states_equal({k: v for k, v in hm.state_dict().items()}, dict(m2.state_dict()))
     src, mask, dec = batch(V, seed=3)

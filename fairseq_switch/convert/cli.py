@@ -9,8 +9,10 @@
     python scripts/convert_checkpoint.py to-transformers checkpoints/checkpoint_best.pt hf-out/ [--spm-model spm.model]
 
 to-fairseq writes checkpoint.pt (+ checkpoint-experts-rank{r}.pt with --world-size), dict.txt (fairseq ids:
-data for fine-tuning is prepared with `scripts/prepare_downstream_data.py --pretrained <out>`), spm.model and
-conversion.json. Peak memory is about the largest output file; --world-size W keeps it near 1/W of the experts.
+data for fine-tuning is prepared with `scripts/prepare_downstream_data.py --pretrained <out>`; its copies
+dict.input.txt, dict.target.txt make the folder the checkpoint's own data folder), spm.model and
+conversion.json; `SwitchTransformerModel.from_pretrained(out).sample([...])` generates text from it.
+Peak memory is about the largest output file; --world-size W keeps it near 1/W of the experts.
 """
 
 import argparse
@@ -34,7 +36,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     a.add_argument("--moe-capacity-factor", type=float, help="training capacity factor stored in the cfg "
                    "(default fairseq-switch's 1.25)")
     a.add_argument("--moe-eval-capacity-factor", type=float, help="eval capacity factor stored in the cfg "
-                   "(default 2.0; generation never drops)")
+                   "(default 2.0), used only with --moe-capacity-per-sequence 0")
+    a.add_argument("--moe-capacity-per-sequence", type=int, help="slots per expert per sequence in eval and "
+                   "generation (default: the source's expert_capacity, so the model drops what transformers drops; "
+                   "0: the per-batch eval factor instead)")
     a.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in OUT")
     b = sub.add_parser("to-transformers", help="fairseq-switch checkpoint (T5 layout) -> transformers folder")
     b.add_argument("checkpoint", help="checkpoint file (its -experts-rank*.pt files are read from next to it)")
@@ -61,7 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.direction == "to-fairseq":
             transformers_to_fairseq(args.src, args.out, world_size=args.world_size, spm_model=args.spm_model,
                                     capacity_factor=args.moe_capacity_factor,
-                                    eval_capacity_factor=args.moe_eval_capacity_factor, overwrite=args.overwrite)
+                                    eval_capacity_factor=args.moe_eval_capacity_factor,
+                                    capacity_per_sequence=args.moe_capacity_per_sequence, overwrite=args.overwrite)
         else:
             fairseq_to_transformers(args.checkpoint, args.out, spm_model=args.spm_model,
                                     expert_capacity=args.expert_capacity, max_shard_size=args.max_shard_size,

@@ -1,15 +1,10 @@
-"""What both sides call things: the model description, tensor names and the vocabulary.
+"""What both sides call things: the model description and the tensor names.
 
 `ModelSpec` describes one model in terms both sides share; it is read from a transformers
 config.json (`spec_from_hf_config`) or a fairseq-switch checkpoint's cfg (`spec_from_fairseq_cfg`) and
 written as fairseq command-line flags (`fairseq_flags`) or a config.json (`hf_config`). `tensor_pairs`
 lists every (fairseq name, transformers name, shape) except the embeddings and the output head, which
-need the vocabulary roll (`to_fairseq_rows` / `to_t5_rows`).
-
-Vocabulary. fairseq's Dictionary puts <s>=0, <pad>=1, </s>=2, <unk>=3 first; T5 has pad=0, eos=1,
-unk=2, SentencePiece pieces 3..n_spm-1, then the sentinels (<extra_id_j> at n_spm+extra-1-j) and unused
-rows up to vocab_size-1. fairseq row f is T5 row (f-1) mod V: pad, eos and unk land on fairseq's
-<pad>, </s>, <unk>, and fairseq's <s> takes T5's last row, which must be unused.
+need the vocabulary roll (`vocabulary.py`).
 
 Sparse layers follow transformers' SwitchTransformersStack: step = num_layers // num_sparse_layers and
 layer i is a Switch layer iff i % step == 1 or step == 1 (Fedus et al. 2021 put experts in every other
@@ -17,16 +12,10 @@ FFN: layers 1, 3, 5, ...). The fairseq T5 layout uses the same rule with step = 
 """
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
-
-from ..data.vocab import BUILTIN_SYMBOLS
-
-if TYPE_CHECKING:
-    import sentencepiece as spm
-
-T5_PAD, T5_EOS, T5_UNK = 0, 1, 2
+from .vocabulary import T5_EOS, T5_PAD
+DEFAULT_EXPERT_CAPACITY = 64  # SwitchTransformersConfig's default
 LAYER_NORM_EPS = 1e-6  # T5's RMS norm epsilon (--layer-norm-eps)
 ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu_accurate"}  # transformers -> fairseq (gelu_new == gelu_accurate)
 
@@ -50,6 +39,7 @@ class ModelSpec:
     num_experts: int = 0
     moe_freq: int = 1  # meaningful only with experts
     jitter_eps: float = 0.01
+    expert_capacity: Optional[int] = None  # transformers' slots per expert per sequence (--moe-capacity-per-sequence)
 
     @property
     def switch(self) -> bool:
@@ -95,8 +85,9 @@ def moe_freq_for(enc_ids: Sequence[int], dec_ids: Sequence[int], enc_layers: int
 
 
 def num_sparse_for(num_layers: int, ids: Sequence[int]) -> Optional[int]:
-    """The num_sparse_*_layers for which transformers builds exactly `ids`, or None."""
-    for n in range(1, num_layers + 1):
+    """The num_sparse_*_layers for which transformers builds exactly `ids`, or None: the largest such count,
+    num_layers // step, as transformers' configs state it (12 layers, step 2: 6, although 5 builds them too)."""
+    for n in range(num_layers, 0, -1):
         if hf_sparse_ids(num_layers, n) == list(ids):
             return n
     return None
@@ -162,12 +153,35 @@ def spec_from_hf_config(config: dict, where: str = "config.json") -> ModelSpec:
             f"{config.get('num_sparse_decoder_layers')}); the fairseq T5 layout needs the same --moe-freq step in "
             f"both stacks (layer i sparse iff i % step == 1 % step), and no step gives these layers")
     return ModelSpec(gated=False, activation=ACTIVATIONS[act], num_experts=experts, moe_freq=freq,
-                     jitter_eps=float(config.get("router_jitter_noise", 0.01)), **common)
+                     jitter_eps=float(config.get("router_jitter_noise", 0.01)),
+                     expert_capacity=int(config.get("expert_capacity", DEFAULT_EXPERT_CAPACITY)), **common)
 
 
-def hf_config(spec: ModelSpec, expert_capacity: Optional[int] = None) -> dict:
+def hf_config(spec: ModelSpec, expert_capacity: Optional[int] = None, source: Optional[dict] = None) -> dict:
     """config.json for transformers: T5ForConditionalGeneration without experts, else
-    SwitchTransformersForConditionalGeneration."""
+    SwitchTransformersForConditionalGeneration. `source`, the config.json the model was converted from, is
+    written back as read (loss coefficients, sparse-layer counts, ...), each field that still describes
+    this model: one whose value reads back as the same model (`spec_from_hf_config`)."""
+    config = _model_config(spec, expert_capacity)
+    if not source:
+        return config
+
+    def same_model(c: dict) -> bool:
+        try:
+            return _model_config(spec_from_hf_config(c)) == config
+        except (ValueError, TypeError):
+            return False
+
+    if same_model(source):  # a conversion's config, unchanged by training
+        return dict(source)
+    for k, v in source.items():  # changed (e.g. --dropout): keep what the model agrees with
+        if same_model({**config, k: v}):
+            config = {**config, k: v}
+    return config
+
+
+def _model_config(spec: ModelSpec, expert_capacity: Optional[int] = None) -> dict:
+    """The config.json fields that describe `spec` (the canonical ones where several would do)."""
     act = {v: k for k, v in ACTIVATIONS.items()}
     if spec.activation not in act:
         raise ValueError(f"activation {spec.activation!r} has no transformers counterpart (relu or gelu_accurate "
@@ -197,11 +211,13 @@ def hf_config(spec: ModelSpec, expert_capacity: Optional[int] = None) -> dict:
             f"--moe-freq {spec.moe_freq} puts Switch layers at encoder layers {spec.sparse_ids('encoder')} and "
             f"decoder layers {spec.sparse_ids('decoder')}, which no num_sparse_encoder_layers / "
             f"num_sparse_decoder_layers of transformers' SwitchTransformers reproduces")
+    capacity = next(c for c in (expert_capacity, spec.expert_capacity, DEFAULT_EXPERT_CAPACITY) if c is not None)
     return {"architectures": ["SwitchTransformersForConditionalGeneration"], "model_type": "switch_transformers",
             "num_experts": spec.num_experts, "num_sparse_encoder_layers": enc, "num_sparse_decoder_layers": dec,
-            "expert_capacity": int(expert_capacity if expert_capacity is not None else 64),
-            "router_bias": False, "router_jitter_noise": spec.jitter_eps, "router_dtype": "float32",
-            "dense_act_fn": act[spec.activation], **common}
+            # what SwitchTransformersConfig derives from them and saves
+            "encoder_sparse_step": spec.encoder_layers // enc, "decoder_sparse_step": spec.decoder_layers // dec,
+            "expert_capacity": int(capacity), "router_bias": False, "router_jitter_noise": spec.jitter_eps,
+            "router_dtype": "float32", "dense_act_fn": act[spec.activation], **common}
 
 
 # -- fairseq side -------------------------------------------------------------------------
@@ -224,6 +240,8 @@ def fairseq_flags(spec: ModelSpec) -> List[str]:
     flags += ["--moe-expert-count", str(spec.num_experts)]
     if spec.switch:
         flags += ["--moe-freq", str(spec.moe_freq), "--moe-jitter-eps", repr(spec.jitter_eps)]
+        if spec.expert_capacity:
+            flags += ["--moe-capacity-per-sequence", str(spec.expert_capacity)]
     return flags
 
 
@@ -258,6 +276,7 @@ def spec_from_fairseq_cfg(model_cfg: Any, where: str) -> ModelSpec:
         layer_norm_eps=float(_get(model_cfg, "layer_norm_eps", LAYER_NORM_EPS)),
         num_experts=int(_get(model_cfg, "moe_expert_count", 0)), moe_freq=int(_get(model_cfg, "moe_freq", 1)),
         jitter_eps=float(_get(model_cfg, "moe_jitter_eps", 0.01)),
+        expert_capacity=_get(model_cfg, "moe_capacity_per_sequence") or None,
     )
 
 
@@ -266,6 +285,7 @@ EMBED_FS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 OUTPUT_FS = "decoder.output_projection.weight"
 EMBED_HF = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 LM_HEAD_HF = "lm_head.weight"
+TRANSFORMERS_CONFIG = "transformers_config"  # extra_state key: the source config.json, written back
 IGNORED_HF = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)  # old files
 
 
@@ -329,65 +349,6 @@ def tensor_pairs(spec: ModelSpec) -> List[TensorPair]:
 def switch_layer_names(spec: ModelSpec) -> List[str]:
     """Module names of the Switch FFNs, in the order the model lists them (checkpoints.switch_layers_of)."""
     return [f"{side}.layers.{i}.fc1" for side in ("encoder", "decoder") for i in spec.sparse_ids(side)]
-
-
-# -- vocabulary ---------------------------------------------------------------------------
-def to_fairseq_rows(t: torch.Tensor) -> torch.Tensor:
-    """T5 rows -> fairseq rows: fairseq row f is T5 row (f - 1) mod V."""
-    return torch.roll(t, 1, dims=0)
-
-
-def to_t5_rows(t: torch.Tensor) -> torch.Tensor:
-    return torch.roll(t, -1, dims=0)
-
-
-def check_t5_spm(sp: "spm.SentencePieceProcessor", where: str) -> None:
-    """The SentencePiece model must use T5's ids for pad, eos and unk (and have no bos)."""
-    got = (sp.pad_id(), sp.eos_id(), sp.unk_id())
-    if got != (T5_PAD, T5_EOS, T5_UNK) or sp.bos_id() >= 0:
-        raise ValueError(f"{where} is not a T5 SentencePiece model: pad/eos/unk/bos ids are {got + (sp.bos_id(),)}, "
-                         f"T5 uses 0/1/2 and no bos")
-
-
-def fairseq_symbols(pieces: Sequence[str], extra_ids: int, vocab_size: int) -> List[str]:
-    """fairseq symbols 4..V-1 (dict.txt, in order) for T5 pieces `pieces` (ids 0..n_spm-1), `extra_ids`
-    sentinels and vocab_size rows."""
-    n_spm = len(pieces)
-    if vocab_size - 1 < n_spm + extra_ids:
-        raise ValueError(
-            f"vocab_size {vocab_size} leaves no unused row for fairseq's <s>: the SentencePiece model has {n_spm} "
-            f"pieces and {extra_ids} sentinels follow them, so T5's last row {vocab_size - 1} is in use (fairseq row "
-            f"0 takes T5 row V-1; the vocabulary needs V > {n_spm + extra_ids})")
-    syms = list(pieces[3:])
-    syms += [f"<extra_id_{extra_ids - 1 - j}>" for j in range(extra_ids)]  # T5 id n_spm + j
-    syms += [f"madeupword{k:04d}" for k in range(vocab_size - 1 - n_spm - extra_ids)]
-    seen, dup = set(BUILTIN_SYMBOLS), []
-    for s in syms:
-        if s in seen:
-            dup.append(s)
-        seen.add(s)
-    bad = [s for s in syms if not s or any(c.isspace() for c in s)]
-    if dup or bad:
-        raise ValueError(f"the vocabulary cannot be written as a fairseq dict.txt: "
-                         f"{'duplicate symbols ' + repr(dup[:5]) if dup else ''}"
-                         f"{' symbols with whitespace ' + repr(bad[:5]) if bad else ''}")
-    assert len(syms) == vocab_size - len(BUILTIN_SYMBOLS)
-    return syms
-
-
-def dict_text(symbols: Sequence[str]) -> str:
-    return "".join(f"{s} 0\n" for s in symbols)
-
-
-def spm_pieces(spm_path: str) -> Tuple[List[str], object]:
-    import sentencepiece as spm
-
-    try:
-        sp = spm.SentencePieceProcessor(model_file=spm_path)
-    except Exception as e:
-        raise ValueError(f"{spm_path} is not a SentencePiece model ({e})") from None
-    check_t5_spm(sp, spm_path)
-    return [sp.id_to_piece(i) for i in range(sp.get_piece_size())], sp
 
 
 def expected_shapes(spec: ModelSpec) -> Dict[str, Tuple[int, ...]]:

@@ -5,7 +5,9 @@ Output folder:
                                        optimizer state) that fairseq-train --finetune-from-model / --restore-file
                                        and fairseq-generate load
     checkpoint-experts-rank{r}.pt      with --world-size W > 1: the expert-sharded save of `checkpoints.py`
-    dict.txt, spm.model                the vocabulary (fairseq ids; see mapping.py)
+    dict.txt, spm.model                the vocabulary (fairseq ids; see vocabulary.py); dict.input.txt and
+                                       dict.target.txt are copies of dict.txt, so the folder is the checkpoint's
+                                       text_to_text data folder (its cfg.task.data) for loading and generation
     conversion.json                    what was converted and how
 
 Each output file is built from lazily read tensors, saved atomically and freed before the next, shards
@@ -23,12 +25,13 @@ import torch
 
 from .. import file_io as io
 from .hf_folder import HFFolder
-from .mapping import (EMBED_FS, EMBED_HF, IGNORED_HF, LM_HEAD_HF, OUTPUT_FS, BUILTIN_SYMBOLS, ModelSpec, dict_text,
-                      fairseq_flags, fairseq_symbols, spec_from_hf_config, spm_pieces, switch_layer_names,
-                      tensor_pairs, to_fairseq_rows)
+from .mapping import (EMBED_FS, EMBED_HF, IGNORED_HF, LM_HEAD_HF, OUTPUT_FS, TRANSFORMERS_CONFIG, ModelSpec,
+                      fairseq_flags, spec_from_hf_config, switch_layer_names, tensor_pairs)
+from .vocabulary import BUILTIN_SYMBOLS, dict_text, fairseq_symbols, spm_pieces, to_fairseq_rows
 
 MAIN = "checkpoint.pt"
 CRITERION = "switch_cross_entropy"
+DICTIONARIES = ("dict.txt", "dict.input.txt", "dict.target.txt")  # dict.txt, and text_to_text's names
 
 
 def _user_dir() -> str:
@@ -61,9 +64,10 @@ def fairseq_cfg(spec: ModelSpec, data: str, extra: List[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str, record: dict) -> dict:
+def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str, hf_config: dict, record: dict) -> dict:
     """What fairseq's Trainer.state_dict saves, for a model that has not been trained here (`record`: the
-    plugin's save record, keyed as checkpoints.py reads it)."""
+    plugin's save record, keyed as checkpoints.py reads it; `hf_config`: the source config.json, which
+    to-transformers writes back)."""
     return {
         "args": None,
         "cfg": cfg,
@@ -74,7 +78,8 @@ def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str, record: 
         "task_state": {},
         # train_iterator: --restore-file (without --reset-dataloader) resumes at epoch 1, step 0
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True, "version": 2},
-                        "previous_training_time": 0.0, "converted_from": source, **record},
+                        "previous_training_time": 0.0, "converted_from": source, TRANSFORMERS_CONFIG: hf_config,
+                        **record},
         "last_optimizer_state": None,
     }
 
@@ -150,9 +155,11 @@ def _vocabulary(folder: HFFolder, spec: ModelSpec, spm_model: Optional[str]):
 
 def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: Optional[str] = None,
                             capacity_factor: Optional[float] = None, eval_capacity_factor: Optional[float] = None,
+                            capacity_per_sequence: Optional[int] = None,
                             overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Convert the transformers folder `src` into a fairseq-switch checkpoint folder `out`; returns the record
-    written to conversion.json."""
+    written to conversion.json. Outside training the model keeps transformers' `expert_capacity` slots per
+    expert per sequence (`capacity_per_sequence` sets another; 0: the per-batch eval factor instead)."""
     from ..checkpoints import (META_KEY, RECORD_KEY, _meta, dictionary_record, experts_in_file, files_of, rank_file,
                                shard_path, write_manifest)
     from ..distributed import check_expert_count
@@ -188,11 +195,14 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         extra += ["--moe-capacity-factor", repr(float(capacity_factor))]
     if eval_capacity_factor is not None:
         extra += ["--moe-eval-capacity-factor", repr(float(eval_capacity_factor))]
+    if capacity_per_sequence is not None and spec.switch:
+        extra += ["--moe-capacity-per-sequence", str(int(capacity_per_sequence))]
     cfg = fairseq_cfg(spec, os.path.abspath(out), extra)
     os.makedirs(out, exist_ok=True)
 
     # the vocabulary first: a folder with a checkpoint.pt is complete
-    io.save_text(dict_text(symbols), os.path.join(out, "dict.txt"))
+    for name in DICTIONARIES:
+        io.save_text(dict_text(symbols), os.path.join(out, name))
     io.copy_file(spm_path, os.path.join(out, "spm.model"))
     model_cfg = cfg["model"]
     get = (lambda k: getattr(model_cfg, k)) if not isinstance(model_cfg, dict) else model_cfg.get
@@ -217,16 +227,17 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         },
     }
     if spec.switch:
+        per_seq = get("moe_capacity_per_sequence")
         record["expert_capacity"] = {
-            "transformers_expert_capacity": folder.config.get("expert_capacity"),
-            "note": "transformers keeps a fixed number of slots per expert and sequence (tokens past it skip the "
-                    "expert); fairseq-switch sizes capacity per batch from a factor: ceil(tokens / experts * factor)",
+            "transformers_expert_capacity": spec.expert_capacity,
+            "moe_capacity_per_sequence": per_seq,
+            "eval_and_generation": f"each expert keeps its first {per_seq} tokens of each sequence, as transformers "
+                                   f"does" if per_seq else "per batch, from --moe-eval-capacity-factor",
+            "training": "per batch: ceil(tokens / experts * --moe-capacity-factor)",
             "moe_capacity_factor": get("moe_capacity_factor"),
             "moe_eval_capacity_factor": get("moe_eval_capacity_factor"),
-            "generation": "fairseq-generate routes every token (no drops) unless --moe-gen-drop",
-            "router_z_loss_coef": folder.config.get("router_z_loss_coef"),
-            "router_aux_loss_coef": folder.config.get("router_aux_loss_coef"),
         }
+    record[TRANSFORMERS_CONFIG] = folder.config
     io.save_json(record, os.path.join(out, "conversion.json"))
 
     save_id = uuid.uuid4().hex
@@ -239,7 +250,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
             model.update(reader.tensors(lambda p: p.expert is None or wanted is None or p.expert in wanted))
             saved_by = {"save_id": save_id, "dictionary": dictionary_record(list(BUILTIN_SYMBOLS) + list(symbols),
                                                                             os.path.abspath(out))}
-            state = _checkpoint(cfg, model, os.path.abspath(src), {RECORD_KEY: saved_by})
+            state = _checkpoint(cfg, model, os.path.abspath(src), folder.config, {RECORD_KEY: saved_by})
         else:
             state = {"model": reader.tensors(lambda p: p.expert in wanted)}
         if sharded:  # experts under their global ids, as checkpoints.save_checkpoint writes them
@@ -258,6 +269,7 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
             os.unlink(shard_path(main, r))
             r += 1
     log(f"[convert] done: {out} (dict.txt {len(symbols) + len(BUILTIN_SYMBOLS)} symbols, spm.model, conversion.json)")
+    log(f"[convert] generate with: SwitchTransformerModel.from_pretrained({out!r}).sample([...])")
     log(f"[convert] fine-tune with: fairseq-train <data> --user-dir {_user_dir()} --task text_to_text "
         f"--arch switch_transformer --finetune-from-model {outputs[0]} {shlex.join(record['fairseq_flags'])} ...")
     return record

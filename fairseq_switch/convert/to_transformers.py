@@ -17,11 +17,11 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from .. import file_io as io
-from .mapping import (EMBED_FS, LM_HEAD_HF, OUTPUT_FS, ModelSpec, hf_config, spec_from_fairseq_cfg, spm_pieces,
-                      tensor_pairs, to_t5_rows)
+from .mapping import (DEFAULT_EXPERT_CAPACITY, EMBED_FS, LM_HEAD_HF, OUTPUT_FS, TRANSFORMERS_CONFIG, ModelSpec,
+                      hf_config, spec_from_fairseq_cfg, tensor_pairs)
+from .vocabulary import spm_pieces, to_t5_rows
 
 SHARED_HF = "shared.weight"
-DEFAULT_EXPERT_CAPACITY = 64  # SwitchTransformersConfig's default
 
 
 def _load(path: str) -> dict:
@@ -156,6 +156,7 @@ def _known_extra_ids(folders: List[str]) -> Optional[int]:
 
 
 def _known_capacity(ckpt_dir: str) -> Optional[int]:
+    """The expert_capacity in conversion.json, for conversions whose cfg has no --moe-capacity-per-sequence."""
     path = os.path.join(ckpt_dir, "conversion.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -181,13 +182,14 @@ def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None
     spec.vocab_size = int(main["model"][EMBED_FS[0]].shape[0])
     files, save_id = _files(ckpt, main, spec)
 
+    source = (main.get("extra_state") or {}).get(TRANSFORMERS_CONFIG)  # a conversion's config.json, read back
     if expert_capacity is None and spec.switch:
-        expert_capacity = _known_capacity(ckpt_dir)
+        expert_capacity = spec.expert_capacity or (source or {}).get("expert_capacity") or _known_capacity(ckpt_dir)
         if expert_capacity is None:
             expert_capacity = DEFAULT_EXPERT_CAPACITY
             log(f"[convert] expert_capacity {expert_capacity} (transformers' default; set it with --expert-capacity: "
                 f"transformers drops a sequence's tokens past that many per expert)")
-    config = hf_config(spec, expert_capacity)
+    config = hf_config(spec, expert_capacity, source)
 
     if spm_model and not os.path.isfile(spm_model):
         raise FileNotFoundError(f"--spm-model {spm_model} does not exist")

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.routing import DISPATCH_CHOICES, RouterConfig, RoutingMode
 from ..modules.switch_layer import SwitchFFN, switch_layer_ids
+from .hub import HubMixin
 from .student_init import FFN_INIT_CHOICES
 from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout, routing_mode
 from .t5_layout import T5Decoder, T5Encoder, build_t5_embedding
@@ -99,6 +100,14 @@ class SwitchConfig(FairseqDataclass):
         metadata={
             "help": "let generation (fairseq-generate, incremental decoding) drop tokens at the eval capacity "
             "factor; by default generation routes every token"
+        },
+    )
+    moe_capacity_per_sequence: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "in eval mode and generation, each expert keeps at most this many tokens of each sequence "
+            "(transformers' SwitchTransformers expert_capacity; converted checkpoints set it) instead of the eval "
+            "capacity factor; training keeps --moe-capacity-factor; unset or 0: off"
         },
     )
     moe_min_capacity: int = field(default=4, metadata={"help": "minimum slots per expert, so tiny batches still route"})
@@ -223,7 +232,7 @@ class SwitchTransformerDecoder(_FairseqLayoutHost, TransformerDecoderBase):
 
 
 @register_model("switch_transformer")
-class SwitchTransformerModel(TransformerModel):
+class SwitchTransformerModel(HubMixin, TransformerModel):
     """fairseq's transformer with a Switch FFN in every `--moe-freq`-th layer.
 
     The decoder's extra output carries `moe_routing`: one RouterOutput per Switch FFN

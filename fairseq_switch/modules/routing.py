@@ -4,6 +4,10 @@ Three small pieces, in the spirit of flaxformer's routers:
 - `RouterConfig`: every routing option, validated once and handed whole to the layer and its router.
 - `RoutingMode` and `route_plan`: what each mode (train, eval, generate, dummy batch) means for
   capacity, jitter and which tokens are routed. That decision is made in `route_plan` alone.
+  Capacity is per batch (a factor, Sec. 2.2 Eq. 3) or, outside training with
+  `capacity_per_sequence`, a fixed number of slots per expert in each sequence: transformers'
+  SwitchTransformers `expert_capacity` (Mesh TensorFlow's groups of one sequence each), so a
+  converted model keeps and drops the same tokens as its source.
 - `Top1Router`: only routes. The layer decides the capacity and the mode and passes them in; the
   router picks each token's expert and gate, assigns capacity slots and computes the auxiliary
   losses. Moving tokens to experts is `dispatch.py`'s job.
@@ -41,6 +45,7 @@ class RouterConfig:
     batch_prioritized: bool = False  # keep the highest-probability tokens first, not position order
     init_scale: float = 0.1  # s in the truncated-normal init std sqrt(s / d) (Sec. 2.4)
     dispatch: str = "index"  # index: gather/scatter by index; grouped: grouped GEMM; einsum: fairscale's MOELayer
+    capacity_per_sequence: Optional[int] = None  # eval/generate: slots per expert per sequence (not a factor)
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:
@@ -50,6 +55,9 @@ class RouterConfig:
             if value is not None and not value > 0:
                 raise ValueError(f"{_flag(name)} must be > 0, got {value}; typical values are 1.25 (train) and "
                                  "2.0 (eval), or --moe-eval-no-drop to drop nothing in eval mode")
+        if self.capacity_per_sequence is not None and self.capacity_per_sequence < 1:
+            raise ValueError(f"--moe-capacity-per-sequence must be >= 1 (transformers' expert_capacity, e.g. 64), "
+                             f"got {self.capacity_per_sequence}")
         if self.min_capacity < 1:
             raise ValueError(f"--moe-min-capacity must be >= 1, got {self.min_capacity}")
         if not 0 <= self.jitter_eps < 1:
@@ -72,6 +80,7 @@ class RouterConfig:
             batch_prioritized=bool(args.moe_batch_prioritized),
             init_scale=args.moe_router_init_scale,
             dispatch=str(args.moe_dispatch),
+            capacity_per_sequence=getattr(args, "moe_capacity_per_sequence", None) or None,  # 0: off
         )
 
 
@@ -100,15 +109,20 @@ class RoutingContext:
 
 
 class RoutePlan(NamedTuple):
-    capacity_factor: Optional[float]  # None: capacity for every token, nothing dropped
+    capacity_factor: Optional[float]  # None (and no per_sequence): capacity for every token, nothing dropped
     jitter: bool
     route_tokens: bool  # False: every token counts as padding (dummy batch)
+    per_sequence: Optional[int] = None  # slots per expert in each sequence, instead of the factor
 
 
 def route_plan(cfg: RouterConfig, mode: RoutingMode) -> RoutePlan:
     """The one place that says what a routing mode means."""
     if mode is RoutingMode.TRAIN:
         return RoutePlan(cfg.capacity_factor, cfg.jitter_eps > 0, True)
+    # Outside training a per-sequence capacity replaces the factors, unless eval drops nothing
+    # (--moe-eval-no-drop). In incremental decoding each sequence brings one token: none is dropped.
+    if mode is not RoutingMode.DUMMY and cfg.capacity_per_sequence and cfg.eval_capacity_factor is not None:
+        return RoutePlan(None, False, True, cfg.capacity_per_sequence)
     if mode is RoutingMode.EVAL:
         return RoutePlan(cfg.eval_capacity_factor, False, True)
     if mode is RoutingMode.GENERATE:
@@ -151,7 +165,7 @@ class RouterOutput(NamedTuple):
     expert_index: torch.Tensor  # [T] long, argmax expert (meaningless where padding)
     kept: torch.Tensor  # [T] bool, token holds a capacity slot (False for padding and drops)
     slot: torch.Tensor  # [T] long, slot inside its expert's capacity buffer (-1 if not kept)
-    capacity: int  # slots per expert
+    capacity: int  # slots per expert (buffer size; per-sequence mode: at most per_sequence x sequences)
     balance_loss: torch.Tensor  # scalar N * sum_i f_i P_i (Eq. 4); 1.0 when balanced (this rank's share)
     z_loss: torch.Tensor  # scalar mean_x logsumexp(h(x))^2 (ST-MoE) (this rank's share)
     stats: RouterStats
@@ -160,13 +174,25 @@ class RouterOutput(NamedTuple):
     world_size: int = 1  # ranks whose tokens the aux-loss statistics cover (losses are this rank's share)
 
 
-def expert_capacity(
-    num_tokens: int, num_experts: int, capacity_factor: Optional[float], min_capacity: int
-) -> int:
-    """Slots per expert: ceil(tokens / N * capacity_factor), at least `min_capacity`.
+class SequenceCapacity(NamedTuple):
+    """Per-sequence capacity: the T routed tokens are time-major (fairseq's T x B flattened), so token t
+    belongs to sequence t % sequences, and each expert keeps its first `slots` tokens of each sequence."""
 
-    `capacity_factor=None` is the no-drop mode: every token could pick the same expert.
+    slots: int
+    sequences: int
+
+
+def expert_capacity(
+    num_tokens: int, num_experts: int, capacity_factor: Optional[float], min_capacity: int,
+    per_sequence: Optional[SequenceCapacity] = None,
+) -> int:
+    """Slots per expert: ceil(tokens / N * capacity_factor), at least `min_capacity` (Sec. 2.2, Eq. 3).
+
+    `capacity_factor=None` is the no-drop mode: every token could pick the same expert. With
+    `per_sequence` the buffer holds what the sequences can keep: slots x sequences, at most every token.
     """
+    if per_sequence is not None:
+        return max(min(per_sequence.slots * per_sequence.sequences, num_tokens), 1)
     if capacity_factor is None:
         return max(num_tokens, 1)
     cap = math.ceil(num_tokens / num_experts * capacity_factor)
@@ -199,6 +225,7 @@ class Top1Router(nn.Module):
         capacity: int,
         jitter: bool = False,
         world_size: int = 1,
+        per_sequence: Optional[SequenceCapacity] = None,
     ) -> RouterOutput:
         """Route T tokens.
 
@@ -208,6 +235,8 @@ class Top1Router(nn.Module):
             capacity: slots per expert (the layer's decision, see `route_plan` and `expert_capacity`).
             jitter: multiply the router's copy of x by U(1-eps, 1+eps) noise (training).
             world_size: ranks whose tokens the aux-loss statistics cover (expert parallelism).
+            per_sequence: keep each expert's first `slots` tokens of every sequence (and `capacity`
+                must hold what they keep: see `expert_capacity`).
         """
         num_tokens, embed_dim = x.shape
         if embed_dim != self.weight.shape[1]:
@@ -249,8 +278,16 @@ class Top1Router(nn.Module):
         balance_loss = E * (f * prob_sum).sum() / denom
         z_loss = lse_sq_sum / denom
 
-        slot, order, group_sizes = self._slots(expert_index, top_p, valid)
-        kept = slot < capacity
+        if per_sequence is None:
+            slot, order, group_sizes = self._slots(expert_index, top_p, valid, E)
+            kept = slot < capacity
+        else:  # rank among the tokens of one sequence choosing one expert; then buffer slots for the kept
+            S = per_sequence.sequences
+            group = (torch.arange(num_tokens, device=x.device) % S) * E + expert_index
+            rank, _, _ = self._slots(group, top_p, valid, S * E)
+            kept = rank < per_sequence.slots
+            keep = kept if valid is None else kept & valid
+            slot, order, group_sizes = self._slots(expert_index, top_p, keep, E)  # < capacity by construction
         if valid is not None:
             kept &= valid
         slot = torch.where(kept, slot, torch.full_like(slot, -1))
@@ -278,22 +315,22 @@ class Top1Router(nn.Module):
             world_size=world_size,
         )
 
-    def _slots(self, expert_index: torch.Tensor, top_p: torch.Tensor, valid: Optional[torch.Tensor]):
-        """Rank of each token among the tokens that chose the same expert, in priority order.
+    def _slots(self, group: torch.Tensor, top_p: torch.Tensor, valid: Optional[torch.Tensor], G: int):
+        """Rank of each token among the tokens of its group (its expert, or its (sequence, expert)), in
+        priority order.
 
         Position order by default; batch-prioritized (highest router probability first) as an option.
-        Padding is sorted past every expert so it never takes a slot. O(T log T), no T x E x C tensor.
-        Returns (slot [T], token ids grouped by expert [T], tokens per expert incl. padding bucket [E+1]).
+        Padding is sorted past every group so it never takes a slot. O(T log T), no T x E x C tensor.
+        Returns (slot [T], token ids grouped [T], tokens per group incl. padding bucket [G+1]).
         """
-        T = expert_index.numel()
-        E = self.num_experts
-        key = expert_index if valid is None else torch.where(valid, expert_index, torch.full_like(expert_index, E))
+        T = group.numel()
+        key = group if valid is None else torch.where(valid, group, torch.full_like(group, G))
         if self.config.batch_prioritized:
             priority = torch.argsort(-top_p.detach(), stable=True)
             order = priority[torch.argsort(key[priority], stable=True)]
         else:
             order = torch.argsort(key, stable=True)  # position order inside each expert
-        group_sizes = torch.bincount(key, minlength=E + 1)
+        group_sizes = torch.bincount(key, minlength=G + 1)
         group_start = torch.cumsum(group_sizes, 0) - group_sizes
         rank_sorted = torch.arange(T, device=key.device) - group_start[key[order]]
         slot = torch.empty_like(rank_sorted)

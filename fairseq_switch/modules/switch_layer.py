@@ -15,7 +15,8 @@ import torch.nn as nn
 from ..distributed import ExpertLayout, expert_layout, mark_expert_params
 from .dispatch import make_dispatch
 from .init import scaled_trunc_normal_
-from .routing import RouterConfig, RouterOutput, RoutingContext, RoutingMode, Top1Router, expert_capacity, route_plan
+from .routing import (RouterConfig, RouterOutput, RoutingContext, RoutingMode, SequenceCapacity, Top1Router,
+                      expert_capacity, route_plan)
 
 
 class ExpertFFN(nn.Module):
@@ -117,7 +118,8 @@ class SwitchFFN(nn.Module):
         self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, mode: Optional[RoutingMode] = None
     ) -> torch.Tensor:
         """x: [..., d]. `padding_mask` (bool, x's leading shape, True at padding) and `mode` default to the
-        host's `context`, else no padding and train/eval from `self.training`."""
+        host's `context`, else no padding and train/eval from `self.training`. A per-sequence capacity
+        reads x as T x B x d (fairseq's layers), or [T, d] as one sequence."""
         ctx = self.context
         if padding_mask is None and ctx is not None:
             padding_mask = ctx.padding_mask
@@ -133,16 +135,23 @@ class SwitchFFN(nn.Module):
             # fairseq's dummy batch: its tokens take no slot and stay out of the aux-loss statistics,
             # but the exchanges still run so the other ranks do not hang
             mask = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        capacity = self._capacity(tokens, mask, plan.capacity_factor)
-        route = partial(self.router, capacity=capacity, jitter=plan.jitter, world_size=self.layout.world_size)
+        per_sequence = None
+        if plan.per_sequence is not None:
+            if x.dim() > 3:
+                raise ValueError(f"a per-sequence capacity needs T x B x d input, got shape {tuple(shape)}")
+            per_sequence = SequenceCapacity(plan.per_sequence, shape[1] if x.dim() == 3 else 1)
+        capacity = self._capacity(tokens, mask, plan.capacity_factor, per_sequence)
+        route = partial(self.router, capacity=capacity, jitter=plan.jitter, world_size=self.layout.world_size,
+                        per_sequence=per_sequence)
         out, self.last_routing = self.dispatch(tokens, mask, route, self.experts)
         return out.reshape(shape)
 
-    def _capacity(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], factor: Optional[float]) -> int:
+    def _capacity(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], factor: Optional[float],
+                  per_sequence: Optional[SequenceCapacity]) -> int:
         """Slots per expert; under expert parallelism every rank must exchange equally shaped buffers,
         so the ranks agree on the largest."""
         n = tokens.shape[0] if mask is None else int((~mask).sum().item())
-        cap = expert_capacity(n, self.num_experts, factor, self.config.min_capacity)
+        cap = expert_capacity(n, self.num_experts, factor, self.config.min_capacity, per_sequence)
         if self.layout.distributed:
             t = torch.tensor([cap], device=tokens.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.layout.a2a_group)
