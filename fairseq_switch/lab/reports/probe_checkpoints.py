@@ -50,10 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         stream=sys.stdout)
     from fairseq import tasks, utils
 
-    # the plugin's tasks and models must be registered to load its checkpoints (fairseq would import a
-    # --user-dir; here nothing does)
-    import fairseq_switch.models  # noqa: F401
-    import fairseq_switch.tasks  # noqa: F401
+    # the plugin's tasks and models load its checkpoints, and its errors print as one line (fairseq would
+    # import a --user-dir; here nothing does)
+    from fairseq_switch.plugin import register
+
+    register()
 
     from fairseq_switch import probe as zero_shot
     from fairseq_switch.models.teacher import load_model, read_checkpoint
