@@ -121,6 +121,11 @@ class SwitchConfig(FairseqDataclass):
     moe_router_init_scale: float = field(
         default=0.1, metadata={"help": "router init: truncated normal, std = sqrt(scale / d_model) (Sec. 2.4)"}
     )
+    moe_gate_warmup_updates: int = field(
+        default=0, metadata={"help": "upcycled start (docs/upcycling.md): the combine weight is p / stop_gradient(p) = "
+                                     "1 at update 0 and reaches the router probability p at this update; 0: off"})
+    moe_no_drop_updates: int = field(
+        default=0, metadata={"help": "upcycled start: the first this many training updates drop no token; 0: off"})
     moe_expert_dropout: Optional[float] = field(
         default=None,
         metadata={

@@ -46,6 +46,10 @@ class RouterConfig:
     init_scale: float = 0.1  # s in the truncated-normal init std sqrt(s / d) (Sec. 2.4)
     dispatch: str = "index"  # index: gather/scatter by index; grouped: grouped GEMM; einsum: fairscale's MOELayer
     capacity_per_sequence: Optional[int] = None  # eval/generate: slots per expert per sequence (not a factor)
+    # An upcycled start (docs/upcycling.md): the combine weight moves from 1 to the router probability over
+    # the first gate_warmup_updates updates, and the first no_drop_updates training updates drop no token.
+    gate_warmup_updates: int = 0
+    no_drop_updates: int = 0
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:
@@ -58,6 +62,9 @@ class RouterConfig:
         if self.capacity_per_sequence is not None and self.capacity_per_sequence < 1:
             raise ValueError(f"--moe-capacity-per-sequence must be >= 1 (transformers' expert_capacity, e.g. 64), "
                              f"got {self.capacity_per_sequence}")
+        for name in ("gate_warmup_updates", "no_drop_updates"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.min_capacity < 1:
             raise ValueError(f"--moe-min-capacity must be >= 1, got {self.min_capacity}")
         if not 0 <= self.jitter_eps < 1:
@@ -81,6 +88,8 @@ class RouterConfig:
             init_scale=args.moe_router_init_scale,
             dispatch=str(args.moe_dispatch),
             capacity_per_sequence=getattr(args, "moe_capacity_per_sequence", None) or None,  # 0: off
+            gate_warmup_updates=int(getattr(args, "moe_gate_warmup_updates", 0) or 0),
+            no_drop_updates=int(getattr(args, "moe_no_drop_updates", 0) or 0),
         )
 
 
@@ -113,10 +122,26 @@ class RoutePlan(NamedTuple):
     jitter: bool
     route_tokens: bool  # False: every token counts as padding (dummy batch)
     per_sequence: Optional[int] = None  # slots per expert in each sequence, instead of the factor
+    gate_power: float = 1.0  # combine weight p ** gate_power in value (1: Switch's p; 0: 1, see gate_warmup)
 
 
-def route_plan(cfg: RouterConfig, mode: RoutingMode) -> RoutePlan:
-    """The one place that says what a routing mode means."""
+def gate_warmup(cfg: RouterConfig, num_updates: int) -> float:
+    """Where the combine weight stands after `num_updates` updates: 0 (weight 1) rising to 1 (weight p)."""
+    if not cfg.gate_warmup_updates:
+        return 1.0
+    return min(max(num_updates, 0) / cfg.gate_warmup_updates, 1.0)
+
+
+def route_plan(cfg: RouterConfig, mode: RoutingMode, num_updates: int = 0) -> RoutePlan:
+    """The one place that says what a routing mode means (`num_updates`: the model's, for the warm-up of
+    an upcycled start; validation and generation use the gate of the update they follow)."""
+    plan = _mode_plan(cfg, mode)
+    if mode is RoutingMode.TRAIN and num_updates < cfg.no_drop_updates:
+        plan = plan._replace(capacity_factor=None)
+    return plan._replace(gate_power=gate_warmup(cfg, num_updates))
+
+
+def _mode_plan(cfg: RouterConfig, mode: RoutingMode) -> RoutePlan:
     if mode is RoutingMode.TRAIN:
         return RoutePlan(cfg.capacity_factor, cfg.jitter_eps > 0, True)
     # Outside training a per-sequence capacity replaces the factors, unless eval drops nothing
@@ -226,6 +251,7 @@ class Top1Router(nn.Module):
         jitter: bool = False,
         world_size: int = 1,
         per_sequence: Optional[SequenceCapacity] = None,
+        gate_power: float = 1.0,
     ) -> RouterOutput:
         """Route T tokens.
 
@@ -237,6 +263,9 @@ class Top1Router(nn.Module):
             world_size: ranks whose tokens the aux-loss statistics cover (expert parallelism).
             per_sequence: keep each expert's first `slots` tokens of every sequence (and `capacity`
                 must hold what they keep: see `expert_capacity`).
+            gate_power: the combine weight is p ** gate_power in value, with the gradient of p scaled by
+                p ** (gate_power - 1): at 0 it is p / stop_gradient(p), exactly 1 (the straight-through
+                trick), so identical upcycled experts compute the dense FFN while the router still learns.
         """
         num_tokens, embed_dim = x.shape
         if embed_dim != self.weight.shape[1]:
@@ -291,6 +320,8 @@ class Top1Router(nn.Module):
         if valid is not None:
             kept &= valid
         slot = torch.where(kept, slot, torch.full_like(slot, -1))
+        if gate_power < 1.0:
+            top_p = top_p / top_p.detach().pow(1.0 - gate_power)  # at 0: p / p, exactly 1
         gate = top_p * kept.to(top_p.dtype)
         kept_counts = group_sizes[:E].clamp(max=capacity)
 

@@ -101,6 +101,10 @@ class SwitchFFN(nn.Module):
         # Set by the host encoder/decoder before its layers run: fairseq's layers pass the FFN only x.
         self.context: Optional[RoutingContext] = None
         self.last_routing: Optional[RouterOutput] = None
+        self.num_updates = 0  # fairseq's trainer and checkpoint loading set it (set_num_updates)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.num_updates = int(num_updates)
 
     @property
     def num_experts(self) -> int:
@@ -130,7 +134,7 @@ class SwitchFFN(nn.Module):
         mask = None if padding_mask is None else padding_mask.reshape(-1)
         if mask is not None and mask.numel() != tokens.shape[0]:
             raise ValueError(f"padding mask of shape {tuple(padding_mask.shape)} does not match input {tuple(shape)}")
-        plan = route_plan(self.config, mode)
+        plan = route_plan(self.config, mode, self.num_updates)
         if not plan.route_tokens:
             # fairseq's dummy batch: its tokens take no slot and stay out of the aux-loss statistics,
             # but the exchanges still run so the other ranks do not hang
@@ -142,7 +146,7 @@ class SwitchFFN(nn.Module):
             per_sequence = SequenceCapacity(plan.per_sequence, shape[1] if x.dim() == 3 else 1)
         capacity = self._capacity(tokens, mask, plan.capacity_factor, per_sequence)
         route = partial(self.router, capacity=capacity, jitter=plan.jitter, world_size=self.layout.world_size,
-                        per_sequence=per_sequence)
+                        per_sequence=per_sequence, gate_power=plan.gate_power)
         out, self.last_routing = self.dispatch(tokens, mask, route, self.experts)
         return out.reshape(shape)
 
