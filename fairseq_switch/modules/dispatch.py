@@ -210,12 +210,15 @@ class _ReferenceTop1Gate(nn.Module):
         return r.balance_loss, combine, dispatch
 
 
-def _one_rank_group() -> Any:
+def _one_rank_group(device: torch.device) -> Any:
     """fairscale's MOELayer needs a process group even on one rank: torch.distributed's own when it is one
     rank, else a private 1-rank gloo group. Never the global default group, which would tell the rest of
     the process (fairseq, torch) that it runs distributed."""
     if dist.is_initialized() and dist.get_world_size() == 1:
         return dist.group.WORLD
+    if device.type != "cpu":  # gloo has no all-to-all for accelerator tensors
+        raise RuntimeError(f"--moe-dispatch einsum on one {device.type} process needs a 1-rank process group of "
+                           f"torch.distributed (e.g. NCCL) initialized first: use --moe-dispatch index or grouped")
     try:  # torch has no public constructor for a group outside the global registry
         store = dist.HashStore()
         group = dist.ProcessGroup(store, 0, 1)
@@ -241,7 +244,7 @@ class EinsumDispatch:
     def __call__(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], route: Route,
                  experts: nn.ModuleList) -> Tuple[torch.Tensor, RouterOutput]:
         if self.moe is None:
-            group = self.layout.a2a_group if self.layout.distributed else _one_rank_group()
+            group = self.layout.a2a_group if self.layout.distributed else _one_rank_group(tokens.device)
             self.moe = MOELayer(_ReferenceTop1Gate(self.layout.num_experts), experts, group)
         T, d = tokens.shape
         # MOELayer wants the token count divisible by the local expert count: pad with masked rows.
