@@ -217,8 +217,8 @@ def _one_rank_group(device: torch.device) -> Any:
     if dist.is_initialized() and dist.get_world_size() == 1:
         return dist.group.WORLD
     if device.type != "cpu":  # gloo has no all-to-all for accelerator tensors
-        raise RuntimeError(f"--moe-dispatch einsum on one {device.type} process needs a 1-rank process group of "
-                           f"torch.distributed (e.g. NCCL) initialized first: use --moe-dispatch index or grouped")
+        raise ValueError(f"--moe-dispatch einsum on one {device.type} process needs a 1-rank process group of "
+                         f"torch.distributed (e.g. NCCL) initialized first: use --moe-dispatch index or grouped")
     try:  # torch has no public constructor for a group outside the global registry
         store = dist.HashStore()
         group = dist.ProcessGroup(store, 0, 1)
