@@ -46,7 +46,7 @@ from ..files import sha256_file
 from ..paths import MOBY_DICK_TEXT
 from .documents import SPLITS
 from .sentences import build_pairs
-from .stages import Runner, Stage, binarize, train_vocabulary, with_bad_utf8
+from .stages import Runner, Stage, binarize, train_vocabulary, with_bad_utf8, with_bad_utf8_counts
 from .steps import OneRecord
 
 DEFAULT_TEXT = MOBY_DICK_TEXT
@@ -269,6 +269,4 @@ def build(args: argparse.Namespace, out: Path, paragraphs: list[str], utf8_count
         "dict_size": n_dict + len(BUILTIN_SYMBOLS),
         "tokens": tokens,
     }
-    if args.bad_utf8 != "error":
-        stats["bad_utf8"] = utf8_counts.as_dict()
-    return stats
+    return with_bad_utf8_counts(stats, utf8_counts)

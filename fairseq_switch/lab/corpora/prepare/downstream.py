@@ -37,7 +37,7 @@ from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, describe_bad_
 from fairseq_switch.data.pair_encoding import encode_pairs, length_table, truncation_warnings, unk_percents, unk_warning
 from fairseq_switch.data.pairs import read_pairs
 from .documents import SPLITS
-from .stages import Runner, Stage, binarize, with_bad_utf8
+from .stages import Runner, Stage, binarize, with_bad_utf8, with_bad_utf8_counts
 from .steps import OneRecord
 
 if TYPE_CHECKING:  # imported where it runs: sentencepiece is not needed to import this module
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"counts": counts, "lengths": lengths, "unk_percent": {s: unk_percents(c) for s, c in counts.items()},
                   "pretrained": str(args.pretrained.resolve()), "byte_fallback": vocab.has_byte_fallback(sp),
                   "unknown_characters": dict(unknown.most_common(20))}
-        if args.bad_utf8 != "error":
-            record["bad_utf8"] = utf8_counts.as_dict()
-        return record
+        return with_bad_utf8_counts(record, utf8_counts)
 
     record = run.run(Stage("all", fingerprint(files, args), outputs, build, current=f"[prepare] {out}: up to date"))
     _report(record, args)

@@ -52,9 +52,9 @@ from ..paths import DATA_DIR
 from .documents import SPLITS, text_pieces
 from .languages import find_languages, read_language, select_languages, split_language
 from .mixture import piece_quotas, sample_pieces, sampling_shares
-from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
+from .options import add_document_options, add_run_options, add_vocabulary_options, parse_checked
 from .stages import (Runner, Stage, binarize, describe_vocabulary, encode_splits, inputs_or_bundled, spm_key, split_key,
-                     train_vocabulary)
+                     train_vocabulary, with_bad_utf8_counts)
 from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "multilingual"]
@@ -82,10 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--test-chars", type=int, default=10_000,
                     help="characters held out for test, per language (whole documents)")
     add_document_options(ap)
-    ap.add_argument("--seed", type=int, default=1, help="seed of the document shuffle and the SentencePiece sample")
-    ap.add_argument("--bad-utf8", default="error", choices=list(corpus.BAD_UTF8), help=BAD_UTF8_HELP)
-    ap.add_argument("--workers", type=int, default=2, help="threads/workers for SentencePiece and binarizing")
-    ap.add_argument("--force", action="store_true", help="redo every step")
+    add_run_options(ap, "seed of the document shuffle and the SentencePiece sample",
+                    "threads/workers for SentencePiece and binarizing")
     args = parse_checked(ap, argv, "chars")
     if args.alpha < 0:
         ap.error(f"--alpha {args.alpha} must be >= 0 (0: uniform over languages, 1: proportional to their text)")
@@ -138,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in SPLITS:
                 text_files[lang][s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
                 stats[lang][s] = {"documents": len(splits[s]), "characters": sum(map(len, splits[s]))}
-        if args.bad_utf8 != "error":
-            stats["bad_utf8"] = utf8_counts.as_dict()
-        return stats
+        return with_bad_utf8_counts(stats, utf8_counts)
 
     def train() -> dict:
         t = time.time()

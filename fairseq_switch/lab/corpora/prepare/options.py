@@ -27,6 +27,14 @@ def add_document_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json-field", default="text", help="jsonl field holding the document")
 
 
+def add_run_options(ap: argparse.ArgumentParser, seed_help: str, workers_help: str) -> None:
+    """--bad-utf8, --seed, --workers and --force."""
+    ap.add_argument("--bad-utf8", default="error", choices=list(corpus.BAD_UTF8), help=BAD_UTF8_HELP)
+    ap.add_argument("--seed", type=int, default=1, help=seed_help)
+    ap.add_argument("--workers", type=int, default=2, help=workers_help)
+    ap.add_argument("--force", action="store_true", help="redo every step")
+
+
 def check_vocab_size(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--vocab-size below what the specials, sentinels, byte pieces and some text pieces need: a usage error."""
     problem = vocab_size_problem(args.vocab_size, NUM_SENTINELS, args.byte_fallback)

@@ -36,9 +36,9 @@ from fairseq_switch.data.corpus import BadUtf8Counts, CorpusError, corpus_files,
 from fairseq_switch.data.sentinels import NUM_SENTINELS
 from ..paths import DATA_DIR, MOBY_DICK_TEXT
 from .documents import SPLITS, count_lines_words, spm_pieces, split_documents
-from .options import BAD_UTF8_HELP, add_document_options, add_vocabulary_options, parse_checked
+from .options import add_document_options, add_run_options, add_vocabulary_options, parse_checked
 from .stages import (Runner, Stage, binarize, describe_vocabulary, encode_splits, inputs_or_bundled, spm_key, split_key,
-                     train_vocabulary)
+                     train_vocabulary, with_bad_utf8_counts)
 from .steps import sha256_files
 
 DEFAULT_INPUTS = [DATA_DIR / "pretrain_sample", MOBY_DICK_TEXT]
@@ -52,15 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="text files or folders (default: the bundled sample corpus)")
     ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. data-bin/pretrain_sample")
     add_document_options(ap)
-    ap.add_argument("--bad-utf8", default="error", choices=["error", "replace", "skip"], help=BAD_UTF8_HELP)
     add_vocabulary_options(ap, "T5: 32000")
     ap.add_argument("--spm-sentences", type=int, default=2_000_000,
                     help="at most this many text pieces (sampled) train SentencePiece")
     ap.add_argument("--valid-words", type=int, default=50_000, help="words held out for validation")
     ap.add_argument("--test-words", type=int, default=50_000, help="words held out for test")
-    ap.add_argument("--seed", type=int, default=1, help="seed of the document shuffle and SentencePiece")
-    ap.add_argument("--workers", type=int, default=2, help="threads/workers for encoding and binarizing")
-    ap.add_argument("--force", action="store_true", help="redo every step")
+    add_run_options(ap, "seed of the document shuffle and SentencePiece", "threads/workers for encoding and binarizing")
     return parse_checked(ap, argv, "words")
 
 
@@ -81,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
           + (" ..." if len(files) > 5 else ""))
     text_files = {s: raw / f"{s}.txt" for s in SPLITS}
     piece_files = {s: raw / f"{s}.pieces" for s in SPLITS}
+    bin_files = [out / "dict.txt"] + [out / f"{s}.{ext}" for s in SPLITS for ext in ("bin", "idx")]
 
     def read_splits() -> tuple:
         docs, utf8_counts = [], BadUtf8Counts(args.bad_utf8)
@@ -104,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         n_docs, splits, utf8_counts = read
         for s in SPLITS:
             text_files[s].write_text("".join(d + "\n" for d in splits[s]), encoding="utf-8")
-        stats = {"documents": n_docs}
-        if args.bad_utf8 != "error":
-            stats["bad_utf8"] = utf8_counts.as_dict()
-        return stats
+        return with_bad_utf8_counts({"documents": n_docs}, utf8_counts)
 
     def train() -> dict:
         t = time.time()
@@ -153,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     for s in SPLITS:
         print(f"[prepare]   {s:5s}: {vocab.describe_unk(tokens[s], unk[s])}")
     # 4. binarize
-    bin_files = [out / "dict.txt"] + [out / f"{s}.{ext}" for s in SPLITS for ext in ("bin", "idx")]
     run.run(Stage("binarize", {"encode": {"spm": spm}}, bin_files, binarize_splits, title="binarize"))
     print(f"[prepare] {out}: dictionary {sp.get_piece_size()} symbols ({NUM_SENTINELS} sentinels"
           f"{', 256 byte pieces' if vocab.has_byte_fallback(sp) else ', no byte fallback'}); "

@@ -81,6 +81,13 @@ def with_bad_utf8(key: dict, bad_utf8: str) -> dict:
     return key
 
 
+def with_bad_utf8_counts(stats: dict, counts: corpus.BadUtf8Counts) -> dict:
+    """`stats` with what --bad-utf8 replace/skip changed (nothing under the default, error)."""
+    if counts.policy != "error":
+        stats["bad_utf8"] = counts.as_dict()
+    return stats
+
+
 def split_key(version: int, inputs: Any, args: argparse.Namespace, unit: str, **extra: Any) -> dict:
     """What the documents stage depends on: the inputs' fingerprint and the options that pick and hold
     out documents (--valid-<unit>/--test-<unit>)."""
