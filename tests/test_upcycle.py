@@ -211,11 +211,12 @@ def test_converted_t5_upcycles_trains_and_generates(spm_model, tmp_path, monkeyp
     transformers_to_fairseq(str(hf), str(conv), log=_quiet)
     record = upcycle(str(conv), str(up), 4, gate_warmup_updates=2, log=_quiet)
     assert record["sparse_layers"] == {"encoder": [1], "decoder": [1]}
-    assert {p.name for p in up.iterdir()} >= {"checkpoint.pt", "dict.txt", "spm.model"}
+    assert {p.name for p in up.iterdir()} >= {"checkpoint.pt", "dict.txt", "spm.model", "upcycle.json"}
     data = tmp_path / "bin"
     _binarize_pairs(up, data)
-    flags = json.loads((conv / "conversion.json").read_text())["fairseq_flags"]
-    flags = [*flags, "--moe-expert-count", "4", "--moe-freq", "2", "--moe-gate-warmup-updates", "2"]
+    flags = json.loads((up / "upcycle.json").read_text())["fairseq_flags"]  # the conversion's, now sparse
+    assert flags[-6:] == ["--moe-expert-count", "4", "--moe-freq", "2", "--moe-gate-warmup-updates", "2"]
+    assert flags.count("--moe-expert-count") == 1 and "--layout" in flags
     fairseq_train(data, tmp_path / "ft", "text_to_text", 3,
                   ["--arch", "switch_transformer", *flags, "--finetune-from-model", up / "checkpoint.pt"])
     trained = torch.load(tmp_path / "ft" / "checkpoint_last.pt", weights_only=False)

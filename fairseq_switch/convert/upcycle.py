@@ -18,7 +18,9 @@ compares the starts that do: --moe-gate-warmup-updates and --moe-no-drop-updates
 
 import argparse
 import copy
+import json
 import os
+import shlex
 import sys
 import uuid
 from typing import Any, Callable, Dict, List, Optional
@@ -161,7 +163,7 @@ def upcycle(src: str, out: str, num_experts: int, moe_freq: Optional[int] = None
               "source_save_id": source_record.get("save_id"),
               "experts": num_experts, "moe_freq": freq, "sparse_layers": layers, "expert_noise": expert_noise,
               "seed": seed, "world_size": world_size,
-              "fairseq_flags": [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]}
+              "fairseq_flags": _flags(folder, options)}
     criterion = ((state.get("optimizer_history") or [{}])[-1]).get("criterion_name", "SwitchCrossEntropyCriterion")
     upcycled = {
         **{k: v for k, v in state.items() if k not in ("model", "cfg", "last_optimizer_state", "extra_state")},
@@ -184,13 +186,35 @@ def upcycle(src: str, out: str, num_experts: int, moe_freq: Optional[int] = None
         for name in VOCABULARY:
             if os.path.isfile(os.path.join(folder, name)):
                 io.copy_file(os.path.join(folder, name), os.path.join(out_folder, name))
+    if not out.endswith(".pt"):
+        io.save_json(record, os.path.join(out_folder, "upcycle.json"))
     written = write_resharded(SavedCheckpoint(main, upcycled), main, world_size)
     for p in written:
         log(f"[upcycle] wrote {p} ({os.path.getsize(p) / 2**20:.1f} MiB)")
-    log(f"[upcycle] train with: --finetune-from-model {main} --moe-expert-count {num_experts} --moe-freq {freq}"
-        + (f" --moe-gate-warmup-updates {gate_warmup_updates}" if gate_warmup_updates else "")
-        + (f" --moe-no-drop-updates {no_drop_updates}" if no_drop_updates else ""))
+    log(f"[upcycle] train with: --finetune-from-model {main} {shlex.join(record['fairseq_flags'])}")
     return record
+
+
+def _flags(folder: Optional[str], options: Dict[str, int]) -> List[str]:
+    """The model flags to train the upcycled model with: a converted folder's (conversion.json), with the
+    Switch options in place of its --moe-expert-count 0; else the Switch options alone."""
+    base: List[str] = []
+    conversion = os.path.join(folder, "conversion.json") if folder else None
+    if conversion and os.path.isfile(conversion):
+        with open(conversion) as f:
+            flags = json.load(f).get("fairseq_flags") or []
+        skip = {"--" + k.replace("_", "-") for k in options}
+        i = 0
+        while i < len(flags):
+            if flags[i] in skip:
+                i += 2
+                continue
+            base.append(flags[i])
+            i += 1
+    for k, v in options.items():
+        if v or k in ("moe_expert_count", "moe_freq"):
+            base += ["--" + k.replace("_", "-"), str(v)]
+    return base
 
 
 def main(argv: Optional[List[str]] = None) -> int:
