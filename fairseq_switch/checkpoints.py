@@ -481,6 +481,17 @@ def leftover_temp_files(folder: str) -> List[str]:
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if file_io.is_temp_file(f)]
 
 
+def refuse_restart_over_saves(save_dir: str, start: str) -> None:
+    """fairseq starts from `start` (--finetune-from-model) whenever checkpoint_last is missing: with saves in the
+    folder (a first save killed before its copy to checkpoint_last) that would overwrite them."""
+    saves = sorted(f for f in os.listdir(save_dir) if _SAVE_FILE.match(f)) if os.path.isdir(save_dir) else []
+    if saves:
+        raise ValueError(f"{start}: {save_dir} holds saves ({', '.join(saves)}) but no checkpoint_last.pt, so fairseq "
+                         f"would start over and overwrite them; continue them with --restore-file "
+                         f"{os.path.join(save_dir, saves[-1])} (`python scripts/verify_checkpoint.py {save_dir}` lists "
+                         f"the complete ones), or give another --save-dir")
+
+
 def _on_branch_of(here: Optional[SaveStatus], saves: List[SaveStatus]) -> Optional[List[SaveStatus]]:
     """The saves of checkpoint_last's branch (save_lineage), newest first; None when its branch is unknown
     (no save id, or saved before parents were recorded)."""
@@ -825,6 +836,8 @@ class CheckpointHooks:
                 checkpoint_lock.lock_for_run(ck.save_dir)
             if ck.restore_file != "checkpoint_last.pt" and not os.path.isfile(filename):
                 filename = save_lineage.resolve_restore_file(ck.restore_file, filename, ck.save_dir)
+            elif ck.finetune_from_model and filename == ck.finetune_from_model:
+                refuse_restart_over_saves(ck.save_dir, f"--finetune-from-model {filename}")
             elif ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
                 # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
                 filename = resume_path(ck.save_dir, filename,

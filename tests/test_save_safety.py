@@ -188,6 +188,28 @@ def test_a_missing_restore_file_is_refused_and_one_in_save_dir_is_found(trainer,
     assert {f.name: _md5(f) for f in folder.glob("*.pt")} == before
 
 
+def test_fine_tuning_does_not_start_over_saves_without_checkpoint_last(trainer, run12, tmp_path):
+    """--finetune-from-model is read whenever checkpoint_last is missing, e.g. after a kill at the first save's copy."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    shutil.copyfile(run12 / "checkpoint_1_3.pt", folder / "checkpoint_1_3.pt")
+    pretrained = str(run12 / "checkpoint_1_12.pt")
+    _configure(trainer, folder)
+    with open_dict(trainer.cfg.checkpoint):
+        trainer.cfg.checkpoint.finetune_from_model = pretrained
+    try:
+        with pytest.raises(ValueError, match=rf"^--finetune-from-model {pretrained}: {folder} holds saves "
+                                             r"\(checkpoint_1_3.pt\) but no checkpoint_last.pt, so fairseq would start "
+                                             rf"over and overwrite them; continue them with --restore-file "
+                                             rf"{folder}/checkpoint_1_3.pt"):
+            trainer.load_checkpoint(pretrained, reset_optimizer=True)
+        (folder / "checkpoint_1_3.pt").unlink()  # an empty folder: fine-tuning starts
+        assert trainer.load_checkpoint(pretrained, reset_optimizer=True) is not None
+    finally:
+        with open_dict(trainer.cfg.checkpoint):
+            trainer.cfg.checkpoint.finetune_from_model = None
+
+
 def test_a_resume_after_a_rollback_stays_on_the_new_branch(trainer, run12, tmp_path, caplog):
     folder = _copy_run(run12, tmp_path / "ck")
     rollback = str(folder / "checkpoint_1_6.pt")
