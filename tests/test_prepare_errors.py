@@ -15,6 +15,7 @@ from fairseq_switch.lab.corpora.prepare import downstream
 from fairseq_switch.lab.corpora.prepare import multilingual_data as multi
 from fairseq_switch.lab.corpora.prepare import pretraining as pretrain
 from fairseq_switch.lab.corpora.prepare.documents import spm_pieces
+from fairseq_switch.lab import project
 from fairseq_switch.data import corpus, vocab
 from fairseq_switch.data.pairs import read_pairs
 from tests.helpers import fairseq_preprocess_in_process
@@ -170,6 +171,19 @@ def test_out_is_a_file(script, tmp_path, capsys, pretrained):
         assert one_line_error(capsys, main, ["--out", below]) == (
             f"error: --out {below}: {taken} is a file, not a folder: give a folder for the outputs (the file was "
             f"left untouched)")
+
+
+@pytest.mark.parametrize("script", ["pretraining", "multilingual"])
+def test_bundled_sample_outside_a_checkout_names_what_to_give(script, tmp_path, capsys, monkeypatch):
+    """The bundled defaults are found from the current folder (an installed package has no checkout)."""
+    if project.PROJECT_DIR.is_absolute():
+        pytest.skip("FAIRSEQ_SWITCH_HOME is set: the defaults point at that checkout")
+    monkeypatch.chdir(tmp_path)
+    main, default = {"pretraining": (pretrain.main, "data/pretrain_sample"),
+                     "multilingual": (multi.main, "data/multilingual")}[script]
+    line = one_line_error(capsys, main, ["--out", tmp_path / "out"])
+    assert line.startswith(f"error: {default} not found in {tmp_path} ") and line.endswith("or give the input files")
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
