@@ -7,6 +7,8 @@ Each module holds one script's logic and its `main(argv) -> int`; the script is 
     (scripts/bench_expert_parallel.py);
   - layout: training steps of the T5 layout vs the fairseq layout (scripts/bench_layout.py);
   - convert_memory: peak memory of checkpoint conversion (scripts/bench_convert_memory.py);
+  - convert_base: switch-base-8's shapes converted: time, memory and logits vs transformers
+    (scripts/bench_convert_base.py);
   - capacity_check: a Switch FFN must memorise better than a dense FFN of equal FLOPs
     (scripts/check_expert_capacity.py);
   - common: what they share (option helpers, a free port).
