@@ -1,7 +1,7 @@
 """Benchmarks and sanity checks of the Switch layer and of training, behind the scripts in scripts/.
 
 Each module holds one script's logic and its `main(argv) -> int`; the script is a thin command line:
-  - layer: dense FFN vs Switch FFN (index and einsum dispatch), time and peak memory
+  - layer: dense FFN vs Switch FFN (index, grouped, einsum dispatch) vs transformers, time and peak memory
     (scripts/bench_switch_layer.py);
   - expert_parallel: fairseq training steps on W expert-parallel CPU processes
     (scripts/bench_expert_parallel.py);
@@ -11,7 +11,8 @@ Each module holds one script's logic and its `main(argv) -> int`; the script is 
     (scripts/bench_convert_base.py);
   - capacity_check: a Switch FFN must memorise better than a dense FFN of equal FLOPs
     (scripts/check_expert_capacity.py);
-  - common: what they share (option helpers, a free port).
+  - common: what they share (option helpers, a free port);
+  - device_check and train_run: the GPU acceptance run behind scripts/device_check.sh (docs/gpu.md).
 
-Nothing here runs in CI; they print markdown for docs/results/ and docs/.
+They print markdown for docs/results/ and docs/. Only device_check runs in CI (its --dry-run).
 """
