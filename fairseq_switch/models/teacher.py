@@ -94,6 +94,7 @@ def load_model(path: str, task: Any, flag: str = "--path") -> nn.Module:
     with open_dict(cfg.model) if OmegaConf.is_config(cfg.model) else nullcontext():
         cfg.model.moe_local_experts = True  # runs on each rank alone, no token exchange
         cfg.model.moe_gen_drop = False  # see teacher_logits
+        cfg.model.moe_capacity_per_sequence = None  # a converted teacher too routes every token
     # fairseq's generic builder, not task.build_model: the task keeps per-model state (its
     # validation generator) that must stay the student's
     model = models.build_model(cfg.model, task, from_checkpoint=True)
