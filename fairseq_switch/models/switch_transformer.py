@@ -26,6 +26,7 @@ from fairseq.models.transformer import (
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from .. import optim  # noqa: F401  (registers --optimizer t5_adafactor, the paper's Adafactor)
 from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
 from ..modules.routing import DISPATCH_CHOICES, RouterConfig, RoutingMode
 from ..modules.switch_layer import SwitchFFN, switch_layer_ids
@@ -77,6 +78,11 @@ class SwitchConfig(FairseqDataclass):
         default=0.1,
         metadata={"help": "T5 layout: every weight from a truncated normal with std sqrt(s / fan_in) (Sec. 2.4: "
                           "s = 0.1; 1.0 is T5's); queries also carry T5's 1/sqrt(d_kv), embeddings std sqrt(s)"},
+    )
+    embed_init_std: Optional[float] = field(
+        default=None,
+        metadata={"help": "T5 layout: std of the embedding's (and an untied head's) truncated normal; default "
+                          "sqrt(init_scale), the Sec. 2.4 rule with fan-in 1; T5 uses 1.0"},
     )
 
     moe_expert_count: int = field(
@@ -349,6 +355,8 @@ def validate_t5_args(args: Any) -> None:
     if args.relative_attention_max_distance <= args.relative_attention_num_buckets // 4:
         raise ValueError(f"--relative-attention-max-distance must exceed a quarter of the buckets (T5: 128), got "
                          f"{args.relative_attention_max_distance}")
+    if getattr(args, "embed_init_std", None) is not None and not args.embed_init_std > 0:
+        raise ValueError(f"--embed-init-std must be > 0, got {args.embed_init_std}; T5 uses 1.0")
     if not args.init_scale > 0:
         raise ValueError(f"--init-scale must be > 0, got {args.init_scale}; the paper uses 0.1 (Sec. 2.4)")
     if not args.layer_norm_eps > 0:

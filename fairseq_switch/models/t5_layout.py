@@ -38,10 +38,17 @@ def head_dim(cfg: Any, embed_dim: int, heads: int) -> int:
     return embed_dim // heads
 
 
+def embedding_init_variance(cfg: Any) -> float:
+    """Variance of the embedding's init: --embed-init-std squared (T5: 1.0), else init_scale (std sqrt(s))."""
+    std = getattr(cfg, "embed_init_std", None)
+    return cfg.init_scale if std is None else float(std) ** 2
+
+
 def build_t5_embedding(cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embedding:
-    """T5's embedding: no padding row (<pad> is the decoder's start symbol and must learn), std sqrt(s)."""
+    """T5's embedding: no padding row (<pad> is the decoder's start symbol and must learn), std
+    --embed-init-std (default sqrt(s))."""
     emb = nn.Embedding(len(dictionary), embed_dim)
-    scaled_trunc_normal_(emb.weight, cfg.init_scale, fan_in=1)
+    scaled_trunc_normal_(emb.weight, embedding_init_variance(cfg), fan_in=1)
     return emb
 
 
@@ -124,7 +131,7 @@ class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
         self.output_projection = nn.Linear(self.embed_dim, len(dictionary), bias=False,
                                            device=None if self.untied else "meta")
         if self.untied:
-            scaled_trunc_normal_(self.output_projection.weight, cfg.init_scale, fan_in=1)
+            scaled_trunc_normal_(self.output_projection.weight, embedding_init_variance(cfg), fan_in=1)
         else:
             self.output_projection.weight = embed_tokens.weight
 
