@@ -25,7 +25,7 @@ setup(
             "fairseq-switch-prepare = fairseq_switch.lab.cli:prepare",
             "fairseq-switch-report = fairseq_switch.lab.cli:report",
             "fairseq-switch-convert = fairseq_switch.convert.cli:main",
-            "fairseq-switch-verify = fairseq_switch.checkpoints:main",
+            "fairseq-switch-verify = fairseq_switch.checkpoints.verify:main",
             "fairseq-switch-reshard = fairseq_switch.reshard:main",
             "fairseq-switch-upcycle = fairseq_switch.convert.upcycle:main",
             "fairseq-switch-reference = fairseq_switch.lab.reference_transformers:main",

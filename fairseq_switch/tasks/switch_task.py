@@ -14,7 +14,7 @@ from .config_checks import check_max_tokens, check_model_cfg, check_precision
 
 @dataclass
 class CheckpointChecksConfig(FairseqDataclass):
-    """Options of every plugin task for what loading a checkpoint checks (fairseq_switch/checkpoints.py)."""
+    """Options of every plugin task for what loading a checkpoint checks (fairseq_switch/checkpoints/)."""
 
     no_resume_fallback: bool = field(
         default=False,
