@@ -154,3 +154,4 @@ def test_config_without_the_source_record_reads_back_as_switch_base_8s():
     source = {**hf_config(spec), "router_aux_loss_coef": 0.5, "dropout_rate": 0.1}
     changed = hf_config(dataclasses.replace(spec, dropout=0.3), source=source)
     assert [changed[k] for k in ("dropout_rate", "router_aux_loss_coef", "num_sparse_encoder_layers")] == [0.3, 0.5, 6]
+    assert hf_config(spec, source={"model_type": "t5", "n_positions": 512}) == hf_config(spec)  # another model's

@@ -163,7 +163,7 @@ def hf_config(spec: ModelSpec, expert_capacity: Optional[int] = None, source: Op
     written back as read (loss coefficients, sparse-layer counts, ...), each field that still describes
     this model: one whose value reads back as the same model (`spec_from_hf_config`)."""
     config = _model_config(spec, expert_capacity)
-    if not source:
+    if not source or source.get("model_type") != config["model_type"]:  # e.g. a T5 upcycled to Switch
         return config
 
     def same_model(c: dict) -> bool:
