@@ -87,6 +87,54 @@ def test_switch_ffn_keeps_and_drops_what_transformers_sparse_mlp_does(dispatch):
     assert int((got[~pad].abs().sum(-1) == 0).sum()) == int(r.stats.num_dropped)
 
 
+def _per_sequence_layer(seed=0):
+    torch.manual_seed(seed)
+    return SwitchFFN(8, 16, RouterConfig(4, capacity_per_sequence=2, jitter_eps=0.0), activation_fn=F.relu).eval()
+
+
+def _sequences(rank):
+    """T x B x d with left padding, T and B differing per rank (so do the ranks' buffers: 2 x B slots)."""
+    g = torch.Generator().manual_seed(7 + rank)
+    x = torch.randn(6 + 3 * rank, 3 + rank, 8, generator=g)
+    pad = torch.zeros(x.shape[:2], dtype=torch.bool)
+    pad[:2, 1] = pad[:4, 2] = True
+    return x, pad
+
+
+def _ep_worker(rank, port, out_dir):
+    import torch.distributed as dist
+
+    full = _per_sequence_layer()  # before the group exists: all 4 experts
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        layer = _per_sequence_layer()
+        assert layer.num_local_experts == 2
+        layer.router.load_state_dict(full.router.state_dict())
+        for j, expert in enumerate(layer.experts):
+            expert.load_state_dict(full.experts[2 * rank + j].state_dict())
+        with torch.no_grad():
+            y = layer(*_sequences(rank))
+        torch.save({"y": y, "dropped": int(layer.last_routing.stats.num_dropped)}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_per_sequence_capacity_under_expert_parallelism_equals_one_process(tmp_path):
+    """2 gloo ranks with 2 of 4 experts each: the exchanged buffers hold the per-sequence keeps."""
+    import torch.multiprocessing as mp
+
+    from fairseq_switch.lab.bench.common import free_port
+
+    mp.start_processes(_ep_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    full = _per_sequence_layer()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        with torch.no_grad():
+            want = full(*_sequences(rank))
+        torch.testing.assert_close(got["y"], want, atol=1e-6, rtol=1e-5)
+        assert got["dropped"] == int(full.last_routing.stats.num_dropped) > 0
+
+
 # -- converted models ------------------------------------------------------------------------
 @pytest.mark.parametrize("capacity", [64, 2])
 def test_default_flags_score_a_padded_batch_as_transformers(switch, capacity):
