@@ -31,7 +31,8 @@ case "$PYV" in
 esac
 if [ "$TORCH" = system ]; then
   if [ ! -x "$VENV/bin/python" ]; then
-    "$PY" -m venv --system-site-packages "$VENV"
+    # Without ensurepip (a distribution's python minus its venv package) pip comes from PYTHON's packages.
+    "$PY" -m venv --system-site-packages "$VENV" 2>/dev/null || "$PY" -m venv --system-site-packages --without-pip "$VENV"
     # A venv made from a venv's python (a GPU image's /opt/torch/.venv) sees the base interpreter's packages,
     # not that venv's: a .pth file adds PYTHON's own site-packages after the new venv's.
     "$PY" -c 'import site, sys; sys.prefix != sys.base_prefix and print("\n".join(site.getsitepackages()))' \

@@ -48,7 +48,8 @@ def _route(router, x, mask, capacity):
 def test_routing_on_cuda_matches_cpu(dtype, batch_prioritized):
     """Same experts, drops and slots; gates, balance and z losses and their gradients agree. The router
     computes in fp32 from the (bf16) tokens on both devices, so bf16 tokens route identically too."""
-    cpu, gpu = _router_pair(batch_prioritized=batch_prioritized)
+    # init scale 10: logits of std ~3 keep top-2 margins far above float rounding, so no near-tie can flip
+    cpu, gpu = _router_pair(batch_prioritized=batch_prioritized, init_scale=10.0)
     torch.manual_seed(1)
     x = torch.randn(4096, 64).to(dtype)
     mask = torch.rand(4096) < 0.1
@@ -56,9 +57,8 @@ def test_routing_on_cuda_matches_cpu(dtype, batch_prioritized):
     rg, gxg, gwg = _route(gpu, x, mask, capacity=400)
     probs = F.softmax(F.linear(x.float(), cpu.weight.detach()), -1).topk(2, -1).values
     clear = (probs[:, 0] - probs[:, 1]) > 1e-5  # no near-tie that float rounding could flip
-    assert clear.float().mean() > 0.99
-    assert torch.equal(rg.expert_index.cpu()[clear], rc.expert_index[clear])
-    assert torch.equal(rg.expert_index.cpu(), rc.expert_index), "a near-tie flipped: rerun shows which token"
+    assert clear.all()
+    assert torch.equal(rg.expert_index.cpu(), rc.expert_index)
     assert rc.stats.num_dropped.item() > 0, "the test needs drops"
     for name in ("kept", "slot", "dispatch_order", "kept_counts"):
         assert torch.equal(getattr(rg, name).cpu(), getattr(rc, name)), name

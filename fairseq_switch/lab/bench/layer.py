@@ -157,7 +157,8 @@ class HFSparseMLP(nn.Module):
         self.mlp = SwitchTransformersSparseMLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x[None])[0]
+        out = self.mlp(x[None])
+        return (out[0] if isinstance(out, tuple) else out)[0]  # some transformers 5.x return (hidden, router info)
 
 
 class Autocast(nn.Module):
