@@ -173,12 +173,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.install:
         res["steps"]["install"] = json.loads(Path(args.install).read_text())
 
+    def save() -> None:
+        """Write the reports so far: a call stopped at its time limit still brings back the finished steps."""
+        res["seconds"] = round(time.perf_counter() - t_start + res["steps"].get("install", {}).get("seconds", 0), 1)
+        (out / "device_check.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / "device_check.md").write_text(summary_markdown(res))
+
     # 1. the CUDA-marked tests (on the CPU they all skip: that is what the dry run checks)
     xml = work / "cuda_tests.xml"
     res["steps"]["pytest -m cuda"] = run_step(
         "pytest -m cuda", [py, "-m", "pytest", "-q", "-rA", "-m", "cuda", "-p", "no:cacheprovider",
-                           "tests/test_cuda.py", f"--junitxml={xml}"], 150 if dry else 240, log)
+                           "tests/test_cuda.py", f"--junitxml={xml}"], 300 if dry else 240, log)
     res["cuda_tests"] = junit_results(xml)
+    save()
 
     # 2. the layer benchmark
     bench_json, bench_md = work / "layer_bench.json", out / "layer_bench.md"
@@ -189,10 +196,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     res["steps"]["layer benchmark"] = run_step(
         "layer benchmark", [py, "scripts/bench_switch_layer.py", *shape, "--dtype", "bfloat16", "--variants",
                             "index", "grouped", "einsum", "hf", "--json", str(bench_json), "--output", str(bench_md)],
-        120 if dry else 150, log)
+        300 if dry else 200, log)
     bench = json.loads(bench_json.read_text()) if bench_json.exists() else {}
     bench["markdown"] = bench_md.read_text() if bench_md.exists() else None
     res["layer_bench"] = bench
+    save()
     E, S = (4, 256) if dry else (32, 16384)
     for variant in ("index", "grouped"):
         res["targets"].append({"target": TARGETS["layer"], "what": f"{variant} dispatch / dense at ({S}, {E})",
@@ -219,8 +227,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd = [py, "-m", "fairseq_switch.lab.bench.train_run", "--json", str(run_json),
                "--skip-updates", "2" if dry else "50", "--",
                *train_argv(data, arch, extra, dry, updates, str(work / f"save_{name}"))]
-        res["steps"][f"train {name}"] = run_step(f"train {name}", cmd, 120 if dry else 150, log)
+        res["steps"][f"train {name}"] = run_step(f"train {name}", cmd, 300 if dry else 150, log)
         res["training"][name] = json.loads(run_json.read_text()) if run_json.exists() else {"error": "no result"}
+        save()
     t5 = res["training"].get("t5_small", {})
     for name in ("switch_small", "switch_small_grouped"):
         sw = res["training"].get(name, {})
@@ -232,9 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "verdict": ("n/a (dry run)" if dry else "no figure" if not routing else
                                        "meets" if all(t["outcome"] == "passed" for t in routing) else "misses")})
 
-    res["seconds"] = round(time.perf_counter() - t_start + res["steps"].get("install", {}).get("seconds", 0), 1)
-    (out / "device_check.json").write_text(json.dumps(res, indent=1, default=str))
-    (out / "device_check.md").write_text(summary_markdown(res))
+    save()
     print(summary_markdown(res))
     failed = [n for n, s in res["steps"].items() if not s["status"].startswith(("ok", "skipped"))]
     if failed:
