@@ -97,18 +97,26 @@ def test_one_finetuning_recipe_with_one_decode():
 def test_distillation_configs_make_the_table6_rows(name, task):
     from fairseq_switch.criterions.switch_distillation import SwitchDistillationConfig
     from fairseq_switch.models.switch_transformer import SwitchConfig
+    from fairseq_switch.tasks.config_checks import check_model_cfg
+    from fairseq_switch.tasks.switch_task import StudentInitConfig
 
     rows = {}
     for row in ("none", "init", "mix"):
         cfg = load(name, [f"distill={row}", "criterion.teacher_path=/x/teacher.pt"])
         assert cfg.task._name == task and cfg.model._name == "t5_tiny" and cfg.criterion._name == "switch_distillation"
         assert set(cfg.criterion) <= set(SwitchDistillationConfig.__dataclass_fields__) | {"_name"}
-        assert {"student_init_from", "student_ffn_init"} <= set(SwitchConfig.__dataclass_fields__)
-        rows[row] = (cfg.criterion.distill_weight, cfg.model.student_init_from)
+        # the task builds the model and initialises the student: the options are the task's alone
+        assert {"student_init_from", "student_ffn_init"} <= set(StudentInitConfig.__dataclass_fields__)
+        assert not {"student_init_from", "student_ffn_init"} & (set(SwitchConfig.__dataclass_fields__) | set(cfg.model))
+        check_model_cfg(cfg.model)  # no model key left that nothing reads
+        rows[row] = (cfg.criterion.distill_weight, cfg.task.student_init_from)
     assert rows == {"none": (0.0, None), "init": (0.0, "/x/teacher.pt"), "mix": (0.25, "/x/teacher.pt")}
     # the default is the paper's recipe; without a teacher fairseq stops with "no such checkpoint file"
     cfg = load(name)
     assert cfg.criterion.distill_weight == 0.25 and "SET_criterion.teacher_path" in cfg.criterion.teacher_path
+    # a config written when they were model options is told where they went
+    with pytest.raises(ValueError, match=r"model.student_ffn_init is a task option: set task.student_ffn_init"):
+        check_model_cfg(load(name, ["+model.student_ffn_init=mean"]).model)
 
 
 @pytest.mark.parametrize(

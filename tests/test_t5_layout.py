@@ -4,6 +4,7 @@ Whole converted models are compared with transformers in tests/test_convert.py.
 """
 
 import argparse
+import copy
 
 import pytest
 import torch
@@ -140,6 +141,35 @@ def test_checkpoint_options_without_layout_build_the_fairseq_layout():
     model = SwitchTransformerModel.build_model(old, task)
     assert not isinstance(model.encoder, T5Encoder)
     assert any("embed_positions" in n for n, _ in model.named_modules())
+
+
+@pytest.mark.parametrize("layout", ["t5", "fairseq"])
+def test_the_model_builds_its_switch_options_once_and_shares_them(layout):
+    """One RouterConfig per model, in every Switch FFN of both stacks; the options it came from stay as given."""
+    args, _, model = build("switch_tiny", ["--layout", layout, "--moe-capacity-factor", "1.5"])
+    ffns = model.switch_ffns
+    assert len(ffns) == 2 and all(f.config is model.encoder.switch_layers.router for f in ffns)
+    assert model.encoder.switch_layers is model.decoder.switch_layers
+    assert ffns[0].config.capacity_factor == 1.5
+    assert not hasattr(args, "switch_layers")  # a saved cfg never holds the built object
+
+
+@pytest.mark.parametrize("extra, bad", [
+    ([], {}), (["--moe-expert-count", "0"], {}), (["--moe-eval-no-drop", "--ffn-gated"], {}),
+    ([], {"moe_freq": 9}), ([], {"moe_capacity_factor": 0.0}),
+])
+def test_validating_switch_args_changes_nothing(extra, bad):
+    from fairseq_switch.models.switch_transformer import validate_switch_args
+
+    args, _, _ = build("switch_tiny", extra)
+    vars(args).update(bad)
+    before = copy.deepcopy(args)
+    if bad:
+        with pytest.raises(ValueError):
+            validate_switch_args(args)
+    else:
+        validate_switch_args(args)
+    assert vars(args) == vars(before)
 
 
 @pytest.mark.parametrize("extra, match", [

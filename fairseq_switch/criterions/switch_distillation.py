@@ -10,9 +10,9 @@ the "no distillation" row of Table 6. Works with any task whose batches carry ne
 target (span_corruption for Tables 6-7, text_to_text for Table 8). The student's own Switch
 auxiliary losses, if it has experts, are added as in switch_cross_entropy.
 
-Student initialisation from the teacher is a model option (--student-init-from, see
-models/student_init.py): it happens when the model is built, before fairseq restores a checkpoint,
-so a resumed run keeps its trained weights.
+Student initialisation from the teacher is a task option (--student-init-from, see
+tasks/switch_task.py and models/student_init.py): the task does it when it builds the model, before
+fairseq restores a checkpoint, so a resumed run keeps its trained weights.
 """
 
 import math

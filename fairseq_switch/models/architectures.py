@@ -12,7 +12,7 @@ from typing import Any, Tuple
 from fairseq.models import register_model_architecture
 from fairseq.models.transformer import base_architecture
 
-from .switch_transformer import set_switch_defaults
+from .switch_transformer import SwitchConfig
 
 # name: (d_model, d_ff, heads, layers per stack, experts of the Switch variant)
 SHAPES = {
@@ -21,6 +21,16 @@ SHAPES = {
     "base": (768, 3072, 12, 12, 128),
     "large": (1024, 4096, 16, 24, 128),
 }
+
+
+def set_switch_defaults(args: Any) -> None:
+    """Fill every SwitchConfig option missing from `args` (old checkpoints, Hydra configs): the one place
+    the Switch options get defaults, run by fairseq (through the architecture) before every build."""
+    for name, f in SwitchConfig.__dataclass_fields__.items():
+        if getattr(args, name, None) is None and f.default is not None:
+            setattr(args, name, f.default)
+        elif not hasattr(args, name):
+            setattr(args, name, None)
 
 
 def _t5_layout(args: Any, d_model: int, d_ff: int, heads: int, layers: int, experts: int) -> None:

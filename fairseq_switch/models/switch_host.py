@@ -1,37 +1,15 @@
-"""What the encoder and decoder of either layout share: building a Switch FFN from the model options,
-which layers get one, and the routing context each stack sets before its layers run."""
+"""What the encoder and decoder of either layout share: which layers get a Switch FFN (from the model's
+one `SwitchLayers`), and the routing context each stack sets before its layers run."""
 
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
-from fairseq import utils
 
-from ..modules.routing import RouterConfig, RoutingContext, RoutingMode
-from ..modules.switch_layer import SwitchFFN, switch_layer_ids
-
-
-def is_t5_layout(cfg: Any) -> bool:
-    return str(getattr(cfg, "layout", "fairseq")) == "t5"
-
-
-def build_switch_ffn(cfg: Any, embed_dim: int, ffn_dim: int) -> SwitchFFN:
-    expert_dropout = cfg.moe_expert_dropout
-    if expert_dropout is None:
-        expert_dropout = cfg.activation_dropout or getattr(cfg, "relu_dropout", 0.0) or 0.0
-    t5 = is_t5_layout(cfg)
-    return SwitchFFN(
-        embed_dim,
-        ffn_dim,
-        RouterConfig.from_args(cfg),
-        activation_fn=utils.get_activation_fn(activation=cfg.activation_fn),
-        expert_dropout=float(expert_dropout),
-        bias=not t5,  # T5 has no biases (Raffel et al. 2019)
-        gated=t5 and bool(cfg.ffn_gated),
-        expert_init_scale=cfg.init_scale if t5 else None,
-        local_experts=bool(getattr(cfg, "moe_local_experts", False)),
-    )
+from ..modules.routing import RoutingContext, RoutingMode
+from ..modules.switch_layer import SwitchFFN
+from .switch_options import SwitchLayers
 
 
 class SwitchHostMixin:
@@ -41,10 +19,9 @@ class SwitchHostMixin:
     # forward uses instead of the one its training flag and decoding state imply.
     routing_override: Optional[RoutingMode] = None
 
-    def _init_switch_ids(self, cfg: Any, num_layers: int) -> None:
-        self._switch_ids = (
-            set(switch_layer_ids(num_layers, cfg.moe_freq, is_t5_layout(cfg))) if cfg.moe_expert_count > 0 else set()
-        )
+    def _init_switch_ids(self, switch: SwitchLayers, num_layers: int) -> None:
+        self.switch_layers = switch  # the model's one copy, shared by both stacks
+        self._switch_ids = switch.layer_ids(num_layers)
         self._layers_built = 0
 
     def _next_is_switch(self) -> bool:

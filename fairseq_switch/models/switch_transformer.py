@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import torch.distributed as dist
 import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -27,12 +26,12 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from .. import optim  # noqa: F401  (registers --optimizer t5_adafactor, the paper's Adafactor)
-from ..distributed import SUPPORTED_DDP_BACKENDS, check_expert_count
-from ..modules.routing import DISPATCH_CHOICES, RouterConfig, RoutingMode
-from ..modules.switch_layer import SwitchFFN, switch_layer_ids
+from ..modules.routing import DISPATCH_CHOICES, RoutingMode
+from ..modules.switch_layer import SwitchFFN
 from .hub import HubMixin
-from .student_init import FFN_INIT_CHOICES
-from .switch_host import SwitchHostMixin, build_switch_ffn, is_t5_layout, routing_mode
+from .switch_host import SwitchHostMixin, routing_mode
+from .switch_options import SwitchLayers, is_t5_layout, validate_switch_args
+from .switch_options import check_expert_parallel_args  # noqa: F401  (imported from here)
 from .t5_layout import T5Decoder, T5Encoder, build_t5_embedding
 
 logger = logging.getLogger(__name__)
@@ -149,35 +148,19 @@ class SwitchConfig(FairseqDataclass):
         metadata={"help": "hold every expert in this process and exchange no tokens, even under torch.distributed "
                           "(set for a distillation teacher, which each rank runs alone)"},
     )
-    student_init_from: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "distillation (Sec. 4.2): when training starts, copy every weight of this (teacher) checkpoint "
-            "whose name and shape match: embeddings, attention, norms, dense FFNs; experts and routers are not "
-            "copied. A resumed run keeps its own weights; fairseq-generate ignores the option"
-        },
-    )
-    student_ffn_init: ChoiceEnum(list(FFN_INIT_CHOICES)) = field(
-        default="random",
-        metadata={"help": "with --student-init-from, a dense FFN where the teacher has a Switch FFN starts: random "
-                          "(paper), from one expert (--student-ffn-expert) or the mean of the experts"},
-    )
-    student_ffn_expert: int = field(
-        default=0, metadata={"help": "which expert --student-ffn-init expert copies"}
-    )
 
 
 def _identity(x: Any) -> Any:
     return x
 
 
-def _swap_in_switch_ffn(layer: nn.Module, cfg: Any, embed_dim: int, ffn_dim: int) -> SwitchFFN:
+def _swap_in_switch_ffn(layer: nn.Module, cfg: Any, switch: SwitchLayers, embed_dim: int, ffn_dim: int) -> SwitchFFN:
     """Replace a fairseq layer's fc1 -> act -> dropout -> fc2 by one SwitchFFN, keeping its forward."""
     if getattr(layer, "ffn_layernorm", None) is not None:
         raise ValueError("--scale-fc puts a LayerNorm inside the FFN; it is not supported with Switch FFNs")
     if cfg.quant_noise.pq > 0:
         raise ValueError("--quant-noise-pq is not supported on Switch FFN layers; set it to 0")
-    ffn = build_switch_ffn(cfg, embed_dim, ffn_dim)
+    ffn = switch.build_ffn(embed_dim, ffn_dim)
     layer.fc1 = ffn
     layer.fc2 = nn.Identity()
     layer.activation_fn = _identity
@@ -188,13 +171,14 @@ def _swap_in_switch_ffn(layer: nn.Module, cfg: Any, embed_dim: int, ffn_dim: int
 class _FairseqLayoutHost(SwitchHostMixin):
     def _maybe_swap(self, layer: nn.Module, cfg: Any, embed_dim: int, ffn_dim: int) -> nn.Module:
         if self._next_is_switch():
-            _swap_in_switch_ffn(layer, cfg, embed_dim, ffn_dim)
+            _swap_in_switch_ffn(layer, cfg, self.switch_layers, embed_dim, ffn_dim)
         return layer
 
 
 class SwitchTransformerEncoder(_FairseqLayoutHost, TransformerEncoderBase):
-    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Module, return_fc: bool = False):
-        self._init_switch_ids(cfg, cfg.encoder.layers)
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Module, switch: SwitchLayers,
+                 return_fc: bool = False):
+        self._init_switch_ids(switch, cfg.encoder.layers)
         TransformerEncoderBase.__init__(self, cfg, dictionary, embed_tokens, return_fc=return_fc)
 
     def build_encoder_layer(self, cfg: Any) -> nn.Module:
@@ -218,10 +202,11 @@ class SwitchTransformerDecoder(_FairseqLayoutHost, TransformerDecoderBase):
         cfg: Any,
         dictionary: Any,
         embed_tokens: nn.Module,
+        switch: SwitchLayers,
         no_encoder_attn: bool = False,
         output_projection: Optional[nn.Module] = None,
     ):
-        self._init_switch_ids(cfg, cfg.decoder.layers)
+        self._init_switch_ids(switch, cfg.decoder.layers)
         TransformerDecoderBase.__init__(
             self, cfg, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn, output_projection=output_projection
         )
@@ -261,8 +246,13 @@ class SwitchTransformerModel(HubMixin, TransformerModel):
             # Hydra hands legacy models a DictConfig; TransformerConfig.from_namespace would drop
             # every key it does not declare (all the moe_* options), so flatten it to a Namespace.
             args = argparse.Namespace(**OmegaConf.to_container(args, resolve=True))
-        validate_switch_args(args)
-        model = super().build_model(args, task)
+        # Built once, the args only read; it rides on args into the TransformerConfig that fairseq's build
+        # makes from them and hands both stacks, and leaves args after (a saved cfg must not pickle it).
+        args.switch_layers = validate_switch_args(args)
+        try:
+            model = super().build_model(args, task)
+        finally:
+            del args.switch_layers
         n = len(model.switch_ffns)
         if n and model.switch_ffns[0].layout.distributed:
             layout = model.switch_ffns[0].layout
@@ -291,19 +281,17 @@ class SwitchTransformerModel(HubMixin, TransformerModel):
 
     @classmethod
     def build_encoder(cls, args: Any, src_dict: Any, embed_tokens: nn.Module) -> FairseqEncoder:
-        if is_t5_layout(args):
-            return T5Encoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
-        return SwitchTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+        cfg = TransformerConfig.from_namespace(args)
+        stack = T5Encoder if is_t5_layout(args) else SwitchTransformerEncoder
+        return stack(cfg, src_dict, embed_tokens, cfg.switch_layers)
 
     @classmethod
     def build_decoder(cls, args: Any, tgt_dict: Any, embed_tokens: nn.Module) -> FairseqIncrementalDecoder:
+        cfg = TransformerConfig.from_namespace(args)
         if is_t5_layout(args):
-            return T5Decoder(TransformerConfig.from_namespace(args), tgt_dict, embed_tokens)
+            return T5Decoder(cfg, tgt_dict, embed_tokens, cfg.switch_layers)
         return SwitchTransformerDecoder(
-            TransformerConfig.from_namespace(args),
-            tgt_dict,
-            embed_tokens,
-            no_encoder_attn=getattr(args, "no_cross_attention", False),
+            cfg, tgt_dict, embed_tokens, cfg.switch_layers, no_encoder_attn=getattr(args, "no_cross_attention", False)
         )
 
     @property
@@ -325,74 +313,3 @@ class SwitchTransformerModel(HubMixin, TransformerModel):
         # this forward's exchanges and the previous backward's
         extra["moe_a2a_seconds"] = sum(ffn.pop_a2a_seconds() for ffn in ffns)
         return x, extra
-
-
-def validate_switch_args(args: Any) -> None:
-    """Clear errors for bad MoE settings, before anything is built."""
-    set_switch_defaults(args)
-    if is_t5_layout(args):
-        validate_t5_args(args)
-    n = args.moe_expert_count
-    if n is None or n < 0:
-        raise ValueError(f"--moe-expert-count must be >= 1 for a Switch model (or 0 for the dense twin), got {n}")
-    if n == 0:
-        return
-    RouterConfig.from_args(args)  # validates the routing options
-    if args.moe_expert_dropout is not None and not 0 <= args.moe_expert_dropout <= 1:
-        raise ValueError(f"--moe-expert-dropout must be in [0, 1], got {args.moe_expert_dropout}; fine-tuning uses 0.4")
-    # Raises for --moe-freq < 1 or larger than the number of layers.
-    switch_layer_ids(min(args.encoder_layers, args.decoder_layers), args.moe_freq, is_t5_layout(args))
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        check_expert_parallel_args(args, dist.get_world_size())
-
-
-def validate_t5_args(args: Any) -> None:
-    if args.attention_head_dim is not None and args.attention_head_dim < 1:
-        raise ValueError(f"--attention-head-dim must be >= 1, got {args.attention_head_dim}")
-    if args.relative_attention_num_buckets < 4 or args.relative_attention_num_buckets % 2:
-        raise ValueError(f"--relative-attention-num-buckets must be an even number >= 4 (T5: 32), got "
-                         f"{args.relative_attention_num_buckets}")
-    if args.relative_attention_max_distance <= args.relative_attention_num_buckets // 4:
-        raise ValueError(f"--relative-attention-max-distance must exceed a quarter of the buckets (T5: 128), got "
-                         f"{args.relative_attention_max_distance}")
-    if getattr(args, "embed_init_std", None) is not None and not args.embed_init_std > 0:
-        raise ValueError(f"--embed-init-std must be > 0, got {args.embed_init_std}; T5 uses 1.0")
-    if not args.init_scale > 0:
-        raise ValueError(f"--init-scale must be > 0, got {args.init_scale}; the paper uses 0.1 (Sec. 2.4)")
-    if not args.layer_norm_eps > 0:
-        raise ValueError(f"--layer-norm-eps must be > 0, got {args.layer_norm_eps}; T5 uses 1e-6")
-
-
-def check_expert_parallel_args(args: Any, world_size: int) -> None:
-    """Settings under which expert-parallel training would silently compute wrong numbers."""
-    check_expert_count(args.moe_expert_count, world_size)
-    backend = getattr(args, "ddp_backend", "pytorch_ddp")
-    if backend not in SUPPORTED_DDP_BACKENDS:
-        raise ValueError(
-            f"--ddp-backend {backend} would average (or shard) the expert weights across ranks; expert parallelism "
-            f"supports {', '.join(SUPPORTED_DDP_BACKENDS)}: use --ddp-backend c10d or legacy_ddp"
-        )
-    half = getattr(args, "fp16", False) or getattr(args, "bf16", False)
-    mem_eff = getattr(args, "memory_efficient_fp16", False) or getattr(args, "memory_efficient_bf16", False)
-    if half and not mem_eff and not getattr(args, "fp16_no_flatten_grads", False):
-        raise ValueError(
-            "--fp16/--bf16 with expert parallelism needs --fp16-no-flatten-grads: the flat fp32 copy loses the "
-            "mark that keeps the experts' gradients apart from the shared ones (or use --memory-efficient-fp16)"
-        )
-    if getattr(args, "store_ema", False):
-        raise ValueError("--store-ema keeps a copy of rank 0's model only, which misses the other ranks' experts; "
-                         "drop --store-ema with expert parallelism")
-    if getattr(args, "encoder_layerdrop", 0) or getattr(args, "decoder_layerdrop", 0):
-        raise ValueError(
-            "--encoder-layerdrop/--decoder-layerdrop skip layers at random per rank, so ranks would miss each "
-            "other's all-to-all; set them to 0 with expert parallelism"
-        )
-
-
-def set_switch_defaults(args: Any) -> None:
-    """Fill every SwitchConfig option missing from `args` (old checkpoints, plain --arch transformer args)."""
-    for name, f in SwitchConfig.__dataclass_fields__.items():
-        if getattr(args, name, None) is None and f.default is not None:
-            setattr(args, name, f.default)
-        elif not hasattr(args, name):
-            setattr(args, name, None)

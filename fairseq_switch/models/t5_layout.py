@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ..modules.init import scaled_trunc_normal_
 from ..modules.t5_layers import RMSNorm, T5Layer
-from .switch_host import SwitchHostMixin, build_switch_ffn
+from .switch_host import SwitchHostMixin
+from .switch_options import SwitchLayers
 
 
 def head_dim(cfg: Any, embed_dim: int, heads: int) -> int:
@@ -53,14 +54,14 @@ def build_t5_embedding(cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embeddin
 
 
 class _T5Stack(SwitchHostMixin):
-    def _build_layers(self, cfg: Any, side: Any, is_decoder: bool) -> None:
-        self._init_switch_ids(cfg, side.layers)
+    def _build_layers(self, cfg: Any, switch: SwitchLayers, side: Any, is_decoder: bool) -> None:
+        self._init_switch_ids(switch, side.layers)
         d = side.embed_dim
         hd = head_dim(cfg, d, side.attention_heads)
         act = utils.get_activation_fn(activation=cfg.activation_fn)
         layers = []
         for i in range(side.layers):
-            ffn = build_switch_ffn(cfg, d, side.ffn_embed_dim) if self._next_is_switch() else None
+            ffn = switch.build_ffn(d, side.ffn_embed_dim) if self._next_is_switch() else None
             layers.append(T5Layer(
                 d, side.attention_heads, hd, side.ffn_embed_dim, is_decoder=is_decoder, first=i == 0,
                 relative_buckets=cfg.relative_attention_num_buckets,
@@ -76,13 +77,13 @@ class _T5Stack(SwitchHostMixin):
 
 
 class T5Encoder(_T5Stack, FairseqEncoder):
-    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding):
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding, switch: SwitchLayers):
         FairseqEncoder.__init__(self, dictionary)
         self.cfg = cfg
         self.padding_idx = dictionary.pad()
         self.embed_tokens = embed_tokens
         self.max_source_positions = cfg.max_source_positions
-        self._build_layers(cfg, cfg.encoder, is_decoder=False)
+        self._build_layers(cfg, switch, cfg.encoder, is_decoder=False)
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
                 token_embeddings: Optional[Tensor] = None) -> Dict[str, List[Tensor]]:
@@ -118,14 +119,14 @@ class T5Encoder(_T5Stack, FairseqEncoder):
 
 
 class T5Decoder(_T5Stack, FairseqIncrementalDecoder):
-    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding):
+    def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Embedding, switch: SwitchLayers):
         FairseqIncrementalDecoder.__init__(self, dictionary)
         self.cfg = cfg
         self.padding_idx = dictionary.pad()
         self.embed_tokens = embed_tokens
         self.embed_dim = cfg.decoder.embed_dim
         self.max_target_positions = cfg.max_target_positions
-        self._build_layers(cfg, cfg.decoder, is_decoder=True)
+        self._build_layers(cfg, switch, cfg.decoder, is_decoder=True)
         self.untied = bool(cfg.untied_lm_head)
         # tied: the projection's own weight is never used, so it is not allocated
         self.output_projection = nn.Linear(self.embed_dim, len(dictionary), bias=False,

@@ -38,6 +38,10 @@ def model_option_names(model_name: str) -> Optional[set]:
     return {a.dest for a in parser._actions} | {"_name", "arch"}
 
 
+# once model options, now the task's (it initialises the student it builds)
+MOVED_TO_TASK = ("student_init_from", "student_ffn_init", "student_ffn_expert")
+
+
 def check_model_cfg(cfg: Any) -> None:
     """A model config from Hydra (a DictConfig): refuse keys that no option of its model reads. An argparse
     Namespace has passed fairseq's parser, which refuses unknown flags itself."""
@@ -45,6 +49,9 @@ def check_model_cfg(cfg: Any) -> None:
         return
     name = cfg.get("_name") or cfg.get("arch")
     valid = model_option_names(str(name)) if name else None
+    moved = [k for k in cfg.keys() if k in MOVED_TO_TASK and k not in (valid or ())]
+    if moved:
+        raise ValueError(f"model.{moved[0]} is a task option: set task.{moved[0]} instead")
     if valid is not None:
         refuse_unknown_keys(cfg.keys(), valid, "model")
 

@@ -21,7 +21,7 @@ from omegaconf import II, MISSING
 
 from .. import probe as zero_shot
 from ..data.sentinels import NUM_SENTINELS, count_sentinels, sentinel_indices
-from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
+from .switch_task import CheckpointChecksConfig, StudentInitConfig, SwitchTaskMixin
 from ..data.span_corruption import (
     SpanCorruptionDataset,
     example_lengths,
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SpanCorruptionConfig(zero_shot.ProbeConfig, CheckpointChecksConfig):
+class SpanCorruptionConfig(zero_shot.ProbeConfig, CheckpointChecksConfig, StudentInitConfig):
     data: str = field(
         default=MISSING,
         metadata={"help": "folder with dict.txt and binarized splits (scripts/prepare_pretraining_data.py); "

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..models.student_init import init_student_from
+from ..models.student_init import FFN_INIT_CHOICES, init_student_from
 from ..models.switch_host import routing_mode
 from .config_checks import check_max_tokens, check_model_cfg, check_precision
 
@@ -25,6 +25,28 @@ class CheckpointChecksConfig(FairseqDataclass):
         default=False,
         metadata={"help": "load a checkpoint trained with another dictionary (its recorded fingerprint differs "
                           "from this task's dictionary): only for deliberate vocabulary changes"},
+    )
+
+
+@dataclass
+class StudentInitConfig(FairseqDataclass):
+    """Distillation's student init (Fedus et al. 2021, Sec. 4.2): the task's, as the task builds the model."""
+
+    student_init_from: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "distillation (Sec. 4.2): when training starts, copy every weight of this (teacher) checkpoint "
+            "whose name and shape match: embeddings, attention, norms, dense FFNs; experts and routers are not "
+            "copied. A resumed run keeps its own weights; fairseq-generate ignores the option"
+        },
+    )
+    student_ffn_init: ChoiceEnum(list(FFN_INIT_CHOICES)) = field(
+        default="random",
+        metadata={"help": "with --student-init-from, a dense FFN where the teacher has a Switch FFN starts: random "
+                          "(paper), from one expert (--student-ffn-expert) or the mean of the experts"},
+    )
+    student_ffn_expert: int = field(
+        default=0, metadata={"help": "which expert --student-ffn-init expert copies"}
     )
 
 
@@ -55,12 +77,12 @@ class SwitchTaskMixin:
             check_model_cfg(cfg)
             check_precision(cfg)
         model = super().build_model(cfg, from_checkpoint)
-        path = getattr(cfg, "student_init_from", None)
+        student: StudentInitConfig = self.cfg
         # before fairseq restores checkpoint_last (a resumed run keeps its weights); never when a
         # trained model is rebuilt from its checkpoint (fairseq-generate, teachers)
-        if path and not from_checkpoint:
-            init_student_from(model, path, self.target_dictionary, str(getattr(cfg, "student_ffn_init", "random")),
-                              int(getattr(cfg, "student_ffn_expert", 0) or 0))
+        if student.student_init_from and not from_checkpoint:
+            init_student_from(model, student.student_init_from, self.target_dictionary,
+                              str(student.student_ffn_init), int(student.student_ffn_expert))
         return model
 
     def get_batch_iterator(self, dataset: Any, max_tokens: Optional[int] = None, *args: Any, **kwargs: Any) -> Any:

@@ -47,7 +47,7 @@ from omegaconf import OmegaConf, open_dict
 
 from .. import evaluation
 from ..models.switch_host import routing_mode
-from .switch_task import CheckpointChecksConfig, SwitchTaskMixin
+from .switch_task import CheckpointChecksConfig, StudentInitConfig, SwitchTaskMixin
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ EVAL_METRICS = {"none": (), "rouge": ("rouge1", "rouge2", "rougeL", "repetitive"
 
 
 @dataclass
-class TextToTextConfig(TranslationConfig, CheckpointChecksConfig):
+class TextToTextConfig(TranslationConfig, CheckpointChecksConfig, StudentInitConfig):
     expert_dropout: float = field(
         default=0.4,
         metadata={"help": "dropout inside the experts when the model does not set --moe-expert-dropout "
