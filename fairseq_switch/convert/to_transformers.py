@@ -165,42 +165,56 @@ def _known_capacity(ckpt_dir: str) -> Optional[int]:
         return None
 
 
-def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None,
-                            expert_capacity: Optional[int] = None, max_shard_size: Union[None, int, str] = None,
-                            extra_ids: Optional[int] = None,
-                            overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Convert the fairseq-switch checkpoint `ckpt` (T5 layout; plain or expert-parallel) into a transformers
-    folder `out`; returns {'config': ..., 'files': [...]}."""
-    cap = _parse_size(max_shard_size)
-    if os.path.exists(os.path.join(out, "config.json")) and not overwrite:
-        raise ValueError(f"{os.path.join(out, 'config.json')} already exists; pass --overwrite to replace {out}")
-    ckpt_dir = os.path.dirname(os.path.abspath(ckpt))
-    main = _load(ckpt)
-    spec = spec_from_fairseq_cfg(_model_cfg(main, ckpt), ckpt)
-    if EMBED_FS[0] not in main["model"]:
-        raise ValueError(f"{ckpt}: tensor {EMBED_FS[0]} is missing")
-    spec.vocab_size = int(main["model"][EMBED_FS[0]].shape[0])
-    files, save_id = _files(ckpt, main, spec)
+class _Source:
+    """The checkpoint being converted: its main file's state, its model spec and the files of its save."""
 
-    source = (main.get("extra_state") or {}).get(TRANSFORMERS_CONFIG)  # a conversion's config.json, read back
+    def __init__(self, ckpt: str):
+        self.path = ckpt
+        self.dir = os.path.dirname(os.path.abspath(ckpt))
+        self.main: Optional[dict] = _load(ckpt)
+        self.spec = spec_from_fairseq_cfg(_model_cfg(self.main, ckpt), ckpt)
+        if EMBED_FS[0] not in self.main["model"]:
+            raise ValueError(f"{ckpt}: tensor {EMBED_FS[0]} is missing")
+        self.spec.vocab_size = int(self.main["model"][EMBED_FS[0]].shape[0])
+        self.files, self.save_id = _files(ckpt, self.main, self.spec)
+
+    def file_state(self, i: int, release: bool = False) -> dict:
+        """File i's state; `release` hands the main file's over, so its tensors go with its shard."""
+        if i > 0:
+            return _load(self.files[i])
+        state = self.main
+        if release:
+            self.main = None
+        return state
+
+
+def _target_config(src: _Source, expert_capacity: Optional[int], log: Callable[[str], None]) -> dict:
+    """Step 1: the transformers config.json (a converted checkpoint's source config, read back, where it fits)."""
+    spec = src.spec
+    source = (src.main.get("extra_state") or {}).get(TRANSFORMERS_CONFIG)
     if expert_capacity is None and spec.switch:
-        expert_capacity = spec.expert_capacity or (source or {}).get("expert_capacity") or _known_capacity(ckpt_dir)
+        expert_capacity = spec.expert_capacity or (source or {}).get("expert_capacity") or _known_capacity(src.dir)
         if expert_capacity is None:
             expert_capacity = DEFAULT_EXPERT_CAPACITY
             log(f"[convert] expert_capacity {expert_capacity} (transformers' default; set it with --expert-capacity: "
                 f"transformers drops a sequence's tokens past that many per expert)")
-    config = hf_config(spec, expert_capacity, source)
+    return hf_config(spec, expert_capacity, source)
 
+
+def _tokenizer(src: _Source, spm_model: Optional[str], extra_ids: Optional[int],
+               log: Callable[[str], None]) -> Tuple[Optional[str], Optional[int]]:
+    """The T5 SentencePiece model to write (given, next to the checkpoint, or in its training data) and its
+    sentinel count; (None, ..) when there is none."""
     if spm_model and not os.path.isfile(spm_model):
         raise FileNotFoundError(f"--spm-model {spm_model} does not exist")
-    cfg = main.get("cfg") or {}
+    cfg = src.main.get("cfg") or {}
     data = ((cfg.get("task") or {}).get("data") or "").split(os.pathsep)[0]
     spm_path = spm_model
     if not spm_path:  # next to the checkpoint (a conversion's folder), else the data it was trained on
-        found = [p for p in (os.path.join(ckpt_dir, "spm.model"), data and os.path.join(data, "spm.model"))
+        found = [p for p in (os.path.join(src.dir, "spm.model"), data and os.path.join(data, "spm.model"))
                  if p and os.path.isfile(p)]
         spm_path = found[0] if found else None
-    folders = [ckpt_dir] + ([os.path.dirname(os.path.abspath(spm_path))] if spm_path else []) + ([data] if data else [])
+    folders = [src.dir] + ([os.path.dirname(os.path.abspath(spm_path))] if spm_path else []) + ([data] if data else [])
     n_extra = extra_ids if extra_ids is not None else _known_extra_ids(folders)
     if spm_path:
         try:
@@ -212,34 +226,42 @@ def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None
             spm_path = None
     if spm_path:
         n_extra = 100 if n_extra is None else n_extra
-        if len(pieces) + n_extra > spec.vocab_size - 1:
+        vocab_size = src.spec.vocab_size
+        if len(pieces) + n_extra > vocab_size - 1:
             raise ValueError(f"{spm_path} has {len(pieces)} pieces; with {n_extra} sentinels they do not fit the "
-                             f"model's vocabulary of {spec.vocab_size} rows (T5 row {spec.vocab_size - 1} is "
+                             f"model's vocabulary of {vocab_size} rows (T5 row {vocab_size - 1} is "
                              f"fairseq's <s>); pass --extra-ids")
+    return spm_path, n_extra
 
-    mapper = TensorMapper(spec, ckpt)
-    # plan the shards (shapes only; memory-mapped loads read no tensor data)
+
+def _plan_shards(src: _Source, mapper: TensorMapper, cap: Optional[int]) -> List[List[List[str]]]:
+    """Step 2: which mapped tensors go in which shard, per fairseq file (shapes only; memory-mapped loads read no
+    tensor data)."""
+    from ..checkpoints import META_KEY
+
     plan: List[List[List[str]]] = []
-    for i, path in enumerate(files):
-        state = main if i == 0 else _load(path)
+    for i, path in enumerate(src.files):
+        state = src.file_state(i)
         if i > 0:
-            from ..checkpoints import META_KEY
-
             got = state.get(META_KEY, {}).get("save_id")
-            if got != save_id:
-                raise ValueError(f"{path} belongs to a different save than {ckpt} (save ids {got} vs {save_id}): "
-                                 f"the save was interrupted or files from two saves were mixed")
+            if got != src.save_id:
+                raise ValueError(f"{path} belongs to a different save than {src.path} (save ids {got} vs "
+                                 f"{src.save_id}): the save was interrupted or files from two saves were mixed")
         named = mapper.file_tensors(state, i == 0)
         plan.append(_groups([(n, t.numel() * t.element_size()) for n, t in named.items()], cap))
         state = named = None
+    return plan
+
+
+def _write_weights(src: _Source, mapper: TensorMapper, plan: List[List[List[str]]], out: str,
+                   log: Callable[[str], None]) -> List[str]:
+    """Step 3: map each fairseq file's tensors and write its shards (and the index); returns the shard names."""
     seen: Dict[str, str] = {}
     total = sum(len(g) for g in plan)
-    os.makedirs(out, exist_ok=True)
     shard_names = []
     k = 0
-    for i, path in enumerate(files):
-        state = main if i == 0 else _load(path)
-        main = None  # the main file's tensors go with its shard
+    for i, path in enumerate(src.files):
+        state = src.file_state(i, release=True)
         named = mapper.file_tensors(state, i == 0)
         for group in plan[i]:
             k += 1
@@ -255,13 +277,19 @@ def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None
         state = named = None
     missing = [n for n in mapper.expected() if n not in seen]
     if missing:
-        raise ValueError(f"tensor {missing[0]} is missing from {ckpt} and its shards ({len(missing)} missing)")
+        raise ValueError(f"tensor {missing[0]} is missing from {src.path} and its shards ({len(missing)} missing)")
     if total > 1:
         sizes = 0
         for fn in set(seen.values()):
             sizes += os.path.getsize(os.path.join(out, fn))
         io.save_json({"metadata": {"total_size": sizes}, "weight_map": dict(sorted(seen.items()))},
                      os.path.join(out, "model.safetensors.index.json"))
+    return shard_names
+
+
+def _write_configs(out: str, config: dict, spm_path: Optional[str], n_extra: Optional[int],
+                   log: Callable[[str], None]) -> None:
+    """Step 4: the tokenizer, generation_config.json and, last, config.json (a folder with it is complete)."""
     if spm_path:
         io.copy_file(spm_path, os.path.join(out, "spiece.model"))
         io.save_json({"tokenizer_class": "T5Tokenizer", "extra_ids": n_extra, "eos_token": "</s>", "pad_token": "<pad>",
@@ -271,11 +299,35 @@ def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None
             "not written (pass --spm-model)")
     io.save_json({"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0},
                  os.path.join(out, "generation_config.json"))
-    io.save_json(config, os.path.join(out, "config.json"))  # last: a folder with config.json is complete
-    if overwrite:  # weights of an earlier conversion into this folder would shadow or confuse the new ones
-        stale = [f for f in os.listdir(out) if f.startswith("model") and f not in shard_names
-                 and (f.endswith(".safetensors") or (total == 1 and f == "model.safetensors.index.json"))]
-        for f in stale:
-            os.unlink(os.path.join(out, f))
+    io.save_json(config, os.path.join(out, "config.json"))
+
+
+def _remove_stale_weights(out: str, shard_names: List[str]) -> None:
+    """Weights of an earlier conversion into this folder would shadow or confuse the new ones."""
+    stale = [f for f in os.listdir(out) if f.startswith("model") and f not in shard_names
+             and (f.endswith(".safetensors") or (len(shard_names) == 1 and f == "model.safetensors.index.json"))]
+    for f in stale:
+        os.unlink(os.path.join(out, f))
+
+
+def fairseq_to_transformers(ckpt: str, out: str, spm_model: Optional[str] = None,
+                            expert_capacity: Optional[int] = None, max_shard_size: Union[None, int, str] = None,
+                            extra_ids: Optional[int] = None,
+                            overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Convert the fairseq-switch checkpoint `ckpt` (T5 layout; plain or expert-parallel) into a transformers
+    folder `out`; returns {'config': ..., 'files': [...]}."""
+    cap = _parse_size(max_shard_size)
+    if os.path.exists(os.path.join(out, "config.json")) and not overwrite:
+        raise ValueError(f"{os.path.join(out, 'config.json')} already exists; pass --overwrite to replace {out}")
+    src = _Source(ckpt)
+    config = _target_config(src, expert_capacity, log)
+    spm_path, n_extra = _tokenizer(src, spm_model, extra_ids, log)
+    mapper = TensorMapper(src.spec, ckpt)
+    plan = _plan_shards(src, mapper, cap)
+    os.makedirs(out, exist_ok=True)
+    shard_names = _write_weights(src, mapper, plan, out, log)
+    _write_configs(out, config, spm_path, n_extra, log)
+    if overwrite:
+        _remove_stale_weights(out, shard_names)
     log(f"[convert] done: {out} ({config['model_type']}, {len(shard_names)} weight file(s))")
     return {"config": config, "files": shard_names}
