@@ -19,7 +19,7 @@ import os
 import shlex
 import uuid
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import torch
 
@@ -153,15 +153,19 @@ def _vocabulary(folder: HFFolder, spec: ModelSpec, spm_model: Optional[str]):
                                "unused_rows": spec.vocab_size - len(pieces) - extra}
 
 
-def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: Optional[str] = None,
-                            capacity_factor: Optional[float] = None, eval_capacity_factor: Optional[float] = None,
-                            capacity_per_sequence: Optional[int] = None,
-                            overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Convert the transformers folder `src` into a fairseq-switch checkpoint folder `out`; returns the record
-    written to conversion.json. Outside training the model keeps transformers' `expert_capacity` slots per
-    expert per sequence (`capacity_per_sequence` sets another; 0: the per-batch eval factor instead)."""
-    from ..checkpoints import (META_KEY, RECORD_KEY, _meta, dictionary_record, experts_in_file, files_of, rank_file,
-                               shard_path, write_manifest)
+class _Target(NamedTuple):
+    """A conversion's source, read and checked, and the files it writes."""
+
+    folder: HFFolder
+    spec: ModelSpec
+    out: str
+    world_size: int
+    outputs: List[str]  # checkpoint.pt, then its expert shards
+
+
+def _read_source(src: str, out: str, world_size: int, overwrite: bool) -> _Target:
+    """Step 1: the source's config, and the files the conversion would write (refusing to replace them)."""
+    from ..checkpoints import files_of, shard_path
     from ..distributed import check_expert_count
 
     folder = HFFolder(src)
@@ -176,20 +180,25 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
     existing = [p for p in outputs if os.path.exists(p)]
     if existing and not overwrite:
         raise ValueError(f"{existing[0]} already exists; pass --overwrite to replace the conversion in {out}")
+    return _Target(folder, spec, out, world_size, outputs)
 
-    spm_path, symbols, vocab = _vocabulary(folder, spec, spm_model)
-    reader = _Reader(folder, spec)
-    reader.check()
+
+def _log_source(src: str, t: _Target, log: Callable[[str], None]) -> None:
+    spec = t.spec
     kind = (f"SwitchTransformers, {spec.num_experts} experts at encoder layers {spec.sparse_ids('encoder')} and "
             f"decoder layers {spec.sparse_ids('decoder')} (--moe-freq {spec.moe_freq})" if spec.switch else "T5")
     log(f"[convert] {src}: {kind}; d_model {spec.d_model}, d_kv {spec.d_kv}, d_ff {spec.d_ff}, {spec.heads} heads, "
         f"{spec.encoder_layers}+{spec.decoder_layers} layers, vocab {spec.vocab_size}, "
         f"{'gated ' if spec.gated else ''}{spec.activation}, {'untied' if spec.untied else 'tied'} head")
-
-    if world_size > 1 and not spec.switch:
+    if t.world_size > 1 and not spec.switch:
         log("[convert] a dense model has no experts to shard: one checkpoint.pt for any --world-size")
-    if spec.untied and not folder.has(LM_HEAD_HF):
+    if spec.untied and not t.folder.has(LM_HEAD_HF):
         log("[convert] the head is untied but the weights hold no lm_head.weight: it starts as a copy of the embedding")
+
+
+def _capacity_flags(spec: ModelSpec, capacity_factor: Optional[float], eval_capacity_factor: Optional[float],
+                    capacity_per_sequence: Optional[int]) -> List[str]:
+    """The capacity options given on the command line, as fairseq flags."""
     extra = []
     if capacity_factor is not None:
         extra += ["--moe-capacity-factor", repr(float(capacity_factor))]
@@ -197,23 +206,27 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
         extra += ["--moe-eval-capacity-factor", repr(float(eval_capacity_factor))]
     if capacity_per_sequence is not None and spec.switch:
         extra += ["--moe-capacity-per-sequence", str(int(capacity_per_sequence))]
-    cfg = fairseq_cfg(spec, os.path.abspath(out), extra)
-    os.makedirs(out, exist_ok=True)
+    return extra
 
-    # the vocabulary first: a folder with a checkpoint.pt is complete
+
+def _write_vocabulary(out: str, symbols: List[str], spm_path: str) -> None:
     for name in DICTIONARIES:
         io.save_text(dict_text(symbols), os.path.join(out, name))
     io.copy_file(spm_path, os.path.join(out, "spm.model"))
-    model_cfg = cfg["model"]
+
+
+def _conversion_record(src: str, t: _Target, vocab: dict, extra: List[str], model_cfg: object) -> dict:
+    """What conversion.json records: the source, the flags, the files and how every tensor was mapped."""
+    spec = t.spec
     get = (lambda k: getattr(model_cfg, k)) if not isinstance(model_cfg, dict) else model_cfg.get
     record = {
         "direction": "transformers -> fairseq",
         "source": os.path.abspath(src),
-        "model_type": folder.model_type,
+        "model_type": t.folder.model_type,
         "spec": spec.as_dict(),
         "fairseq_flags": fairseq_flags(spec) + extra,
-        "world_size": world_size,
-        "files": [os.path.basename(p) for p in outputs],
+        "world_size": t.world_size,
+        "files": [os.path.basename(p) for p in t.outputs],
         "vocabulary": vocab,
         "mapping": {
             "rows": "fairseq row f = T5 row (f - 1) mod vocab_size (torch.roll(t5, 1, 0)); back: torch.roll(fs, -1, 0)",
@@ -237,39 +250,68 @@ def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: 
             "moe_capacity_factor": get("moe_capacity_factor"),
             "moe_eval_capacity_factor": get("moe_eval_capacity_factor"),
         }
-    record[TRANSFORMERS_CONFIG] = folder.config
-    io.save_json(record, os.path.join(out, "conversion.json"))
+    record[TRANSFORMERS_CONFIG] = t.folder.config
+    return record
 
+
+def _write_checkpoints(src: str, t: _Target, reader: _Reader, cfg: dict, symbols: List[str], overwrite: bool,
+                       log: Callable[[str], None]) -> None:
+    """Map the tensors to fairseq names and write them: shards first, checkpoint.pt last, then the manifest."""
+    from ..checkpoints import (META_KEY, RECORD_KEY, _meta, dictionary_record, experts_in_file, rank_file,
+                               shard_path, write_manifest)
+
+    spec, main = t.spec, t.outputs[0]
     save_id = uuid.uuid4().hex
     layers = switch_layer_names(spec)
-    sharded = spec.switch and world_size > 1
-    for r in reversed(range(n_files)):  # shards first, checkpoint.pt last
-        wanted = set(experts_in_file(spec.num_experts, world_size, r)) if sharded else None
+    sharded = spec.switch and t.world_size > 1
+    for r in reversed(range(len(t.outputs))):
+        wanted = set(experts_in_file(spec.num_experts, t.world_size, r)) if sharded else None
         if r == 0:
             model = reader.shared()
             model.update(reader.tensors(lambda p: p.expert is None or wanted is None or p.expert in wanted))
             saved_by = {"save_id": save_id, "dictionary": dictionary_record(list(BUILTIN_SYMBOLS) + list(symbols),
-                                                                            os.path.abspath(out))}
-            state = _checkpoint(cfg, model, os.path.abspath(src), folder.config, {RECORD_KEY: saved_by})
+                                                                            os.path.abspath(t.out))}
+            state = _checkpoint(cfg, model, os.path.abspath(src), t.folder.config, {RECORD_KEY: saved_by})
         else:
             state = {"model": reader.tensors(lambda p: p.expert in wanted)}
         if sharded:  # experts under their global ids, as checkpoints.save_checkpoint writes them
-            state = rank_file(state, _meta(spec.num_experts, world_size, r, layers, save_id, None), None)
+            state = rank_file(state, _meta(spec.num_experts, t.world_size, r, layers, save_id, None), None)
             assert META_KEY in state
-        io.save_torch(state, outputs[r])
-        n = sum(t.numel() for t in {id(t): t for t in state["model"].values()}.values())
-        log(f"[convert] wrote {outputs[r]} ({len(state['model'])} tensors, {n:,} parameters, "
-            f"{os.path.getsize(outputs[r]) / 2**20:.1f} MiB)")
+        io.save_torch(state, t.outputs[r])
+        n = sum(x.numel() for x in {id(x): x for x in state["model"].values()}.values())
+        log(f"[convert] wrote {t.outputs[r]} ({len(state['model'])} tensors, {n:,} parameters, "
+            f"{os.path.getsize(t.outputs[r]) / 2**20:.1f} MiB)")
         state = model = None
-        folder.release()
-    write_manifest(main, {"save_id": save_id, "num_updates": 0, "epoch": 1}, outputs)
+        t.folder.release()
+    write_manifest(main, {"save_id": save_id, "num_updates": 0, "epoch": 1}, t.outputs)
     if overwrite:  # shards of an earlier conversion with more ranks would only confuse
-        r = n_files
+        r = len(t.outputs)
         while os.path.exists(shard_path(main, r)):
             os.unlink(shard_path(main, r))
             r += 1
+
+
+def transformers_to_fairseq(src: str, out: str, world_size: int = 1, spm_model: Optional[str] = None,
+                            capacity_factor: Optional[float] = None, eval_capacity_factor: Optional[float] = None,
+                            capacity_per_sequence: Optional[int] = None,
+                            overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Convert the transformers folder `src` into a fairseq-switch checkpoint folder `out`; returns the record
+    written to conversion.json. Outside training the model keeps transformers' `expert_capacity` slots per
+    expert per sequence (`capacity_per_sequence` sets another; 0: the per-batch eval factor instead)."""
+    t = _read_source(src, out, world_size, overwrite)
+    spm_path, symbols, vocab = _vocabulary(t.folder, t.spec, spm_model)
+    reader = _Reader(t.folder, t.spec)
+    reader.check()
+    _log_source(src, t, log)
+    extra = _capacity_flags(t.spec, capacity_factor, eval_capacity_factor, capacity_per_sequence)
+    cfg = fairseq_cfg(t.spec, os.path.abspath(out), extra)
+    os.makedirs(out, exist_ok=True)
+    _write_vocabulary(out, symbols, spm_path)  # the vocabulary first: a folder with a checkpoint.pt is complete
+    record = _conversion_record(src, t, vocab, extra, cfg["model"])
+    io.save_json(record, os.path.join(out, "conversion.json"))
+    _write_checkpoints(src, t, reader, cfg, symbols, overwrite, log)
     log(f"[convert] done: {out} (dict.txt {len(symbols) + len(BUILTIN_SYMBOLS)} symbols, spm.model, conversion.json)")
     log(f"[convert] generate with: SwitchTransformerModel.from_pretrained({out!r}).sample([...])")
     log(f"[convert] fine-tune with: fairseq-train <data> --user-dir {_user_dir()} --task text_to_text "
-        f"--arch switch_transformer --finetune-from-model {outputs[0]} {shlex.join(record['fairseq_flags'])} ...")
+        f"--arch switch_transformer --finetune-from-model {t.outputs[0]} {shlex.join(record['fairseq_flags'])} ...")
     return record
