@@ -143,7 +143,7 @@ def test_the_registry_gives_the_count_and_each_stack_fix_says_why_it_is_a_patch(
     from fairseq_switch.compat import registry
 
     assert f"{len(compat.PATCHES)} patches, installed only when the plugin registers" in registry.__doc__
-    checkpoint_group = ("fairseq.trainer:", "fairseq.checkpoint_utils:")  # checkpoints.py, checkpoint_lock.py
+    checkpoint_group = ("fairseq.trainer:", "fairseq.checkpoint_utils:")  # checkpoints/hooks.py, checkpoint_lock.py
     for p in compat.PATCHES:
         if not p.target.startswith(checkpoint_group):
             assert len(p.kept) > 40, f"{p.name}: say why no fairseq extension point can do it (`kept`)"

@@ -82,7 +82,7 @@ def state():
 state()  # imports the targets' modules
 before = state()
 assert "fairseq_switch" not in sys.modules
-names = ["fairseq_switch." + n for n in ("modules", "models", "tasks", "criterions", "data", "convert")]
+names = ["fairseq_switch." + n for n in ("modules", "models", "tasks", "criterions", "data", "convert", "checkpoints")]
 for pkg in list(names):
     names += [m.name for m in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + ".")]
 for name in names + ["fairseq_switch.compat", "fairseq_switch.plugin"]:

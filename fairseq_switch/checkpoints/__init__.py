@@ -30,14 +30,14 @@ Modules, one concept each:
     fingerprint  the dictionary a save was trained with, and vocabulary checks
     save         the save path: each rank's file, the save's record, the manifest after a barrier
     resume       which save a resume reads (--restore-file, checkpoint_last's branch, fallback)
-    hooks        the replacements of fairseq's save and load functions, and how fairseq nests them
+    hooks        the replacements of fairseq's save and load functions: how fairseq nests them, and the
+                 one context the outermost call opens for the calls inside it
     verify       fairseq-switch-verify (scripts/verify_checkpoint.py)
 
 Importing this package changes nothing: `compat` installs the hooks when the plugin registers.
 """
 
 from .fingerprint import check_dictionary, check_vocabulary, dictionary_record
-from .hooks import CheckpointHooks
 from .manifest import SaveStatus, inspect_save, leftover_temp_files, list_saves, write_manifest
 from .names import (FORMAT_VERSION, MANIFEST_SUFFIX, META_KEY, RECORD_KEY, derive_param_order, experts_in_file,
                     files_of, main_of, manifest_path, model_param_names, shard_path, shard_suffix, shift_expert_id,
@@ -48,7 +48,7 @@ from .sharding import (LoadTarget, SavedCheckpoint, load_checkpoint_whole, local
                        positional_optimizer_state)
 from .verify import main
 
-__all__ = ["CRASH_DUMP", "CheckpointHooks", "FORMAT_VERSION", "LoadTarget", "MANIFEST_SUFFIX", "META_KEY",
+__all__ = ["CRASH_DUMP", "FORMAT_VERSION", "LoadTarget", "MANIFEST_SUFFIX", "META_KEY",
            "PARENT_ATTR", "RECORD_KEY", "SaveStatus", "SavedCheckpoint", "_meta", "branch_of", "check_dictionary",
            "check_vocabulary", "derive_param_order", "dictionary_record", "experts_in_file", "files_of",
            "inspect_save", "leftover_temp_files", "list_saves", "load_checkpoint_whole", "localize", "main",

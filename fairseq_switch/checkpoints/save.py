@@ -109,7 +109,7 @@ def save_checkpoint(trainer: "Trainer", filename: str, extra_state: dict) -> Opt
     meta = _meta(layout.num_experts, layout.world_size, layout.rank, switch_layers_of(model),
                  extra_state[RECORD_KEY]["save_id"], names)
     os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-    from fairseq.checkpoint_utils import torch_persistent_save  # atomic (CheckpointHooks)
+    from fairseq.checkpoint_utils import torch_persistent_save  # atomic (hooks.torch_persistent_save)
 
     torch_persistent_save(rank_file(state, meta, names), filename)
     logger.info(f"Finished saving checkpoint to {os.path.abspath(filename)}")
@@ -118,7 +118,8 @@ def save_checkpoint(trainer: "Trainer", filename: str, extra_state: dict) -> Opt
 
 @dataclass
 class PendingSave:
-    """The save in progress in this process (set by Trainer.save_checkpoint, read by file writes)."""
+    """One save being written: its record, this rank's layout and the test-only fault points (its files and
+    copies find it in `hooks.SaveCall`)."""
 
     record: dict
     layout: Optional[ExpertLayout]
@@ -152,7 +153,7 @@ class PendingSave:
             write_manifest(main, self.record, self.files_of(main), self.at("manifest"))
 
 
-PARENT_ATTR = "_fairseq_switch_parent"  # on the Trainer: the save id its model state continues (save_lineage)
+PARENT_ATTR = "_fairseq_switch_parent"  # on the Trainer: the save id its model state continues (resume.branch_of)
 CRASH_DUMP = "crash.pt"  # fairseq's Trainer.train_step saves one after a failed step
 
 

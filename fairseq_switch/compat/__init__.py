@@ -34,16 +34,11 @@ def check_fairseq_version() -> None:
     )
 
 
-def _install(patch: Patch, shared: Dict[Any, Any]) -> None:
+def _install(patch: Patch) -> None:
     if patch.name in _installed:
         return
     original = patch.current()  # kept as found, so it can be inspected (and put back)
-    args = [original]
-    if patch.shared is not None:
-        if patch.shared not in shared:
-            shared[patch.shared] = patch.shared()
-        args.append(shared[patch.shared])
-    replacement = patch.make(*args)
+    replacement = patch.make(original)
     if inspect.isfunction(replacement):  # the functools.wraps convention: callers that need fairseq's own find it
         replacement.__wrapped__ = original
     if patch.assign:
@@ -53,16 +48,15 @@ def _install(patch: Patch, shared: Dict[Any, Any]) -> None:
 
 def install(name: str) -> None:
     """Install one patch, without the version check (`apply` installs them all)."""
-    _install(BY_NAME[name], {})
+    _install(BY_NAME[name])
 
 
 def apply() -> None:
     """Check the fairseq version, then install every patch not installed yet (idempotent)."""
     install("plugin_errors_as_one_line")  # first, so that a refused version prints as one line
     check_fairseq_version()
-    shared: Dict[Any, Any] = {}  # the objects groups of patches share (one CheckpointHooks)
     for patch in PATCHES:
-        _install(patch, shared)
+        _install(patch)
 
 
 def installed(name: str) -> bool:

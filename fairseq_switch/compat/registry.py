@@ -4,7 +4,7 @@
 --user-dir import of the package calls); importing a module installs none. Each entry gives what it
 fixes (`why`) and, for the eight stack fixes, why no fairseq extension point (a task, model or criterion
 hook, an option, a Trainer argument) can do it instead (`kept`): registration is the only place they
-can come from. The other ten are the checkpoint group (`checkpoints.py`, `checkpoint_lock.py`).
+can come from. The other ten are the checkpoint group (`checkpoints/hooks.py`, `checkpoint_lock.py`).
 Issue 28 removed `user_dir_registers` (a patch of fairseq's import_user_module, installed by an import
 hook), which explicit `register()` calls replace (see `plugin`): 19 before (the 18 counted when issue 28
 was filed and issue 27's save_dir_checked), 18 now.
@@ -17,7 +17,7 @@ a stack upgrade that moves a target fails a test instead of silently changing be
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 from . import fixes
 
@@ -26,9 +26,8 @@ from . import fixes
 class Patch:
     """One attribute the plugin replaces.
 
-    `make(original)` returns the replacement (with `shared`: `make(original, shared_object)`, one object
-    per `shared` factory, made when the patches are applied, so the replacements of a group can talk to
-    each other). `assign=False`: `make` hands the plugin's values to the target, which stays in place.
+    `make(original)` returns the replacement. `assign=False`: `make` hands the plugin's values to the
+    target, which stays in place.
     `signature`: the target's parameters (annotations left out) as the patch expects them; a trailing
     `...` leaves later parameters free. `checked`: check the signature of this attribute of the target
     instead (a class whose method is what the patch relies on). `kept`: why fairseq offers no extension
@@ -40,7 +39,6 @@ class Patch:
     replaces: str
     why: str
     make: Callable[..., Any]
-    shared: Optional[Callable[[], Any]] = None
     assign: bool = True
     checked: str = ""
     kept: str = ""
@@ -60,25 +58,21 @@ class Patch:
         return inspect.getattr_static(owner, attr) if inspect.isclass(owner) else getattr(owner, attr)
 
 
-def _new_checkpoint_hooks() -> Any:
-    from ..checkpoints import CheckpointHooks
+def _checkpoints(name: str) -> Callable[[Any], Any]:
+    """The replacement built by checkpoints.hooks.<name> from fairseq's original (the hooks share no state:
+    the outermost call opens a context for the calls fairseq makes inside it)."""
 
-    return CheckpointHooks()
+    def make(original: Any) -> Any:
+        from ..checkpoints import hooks
 
+        return getattr(hooks, name)(original)
 
-def _checkpoints(method: str) -> Callable[[Any, Any], Any]:
-    """The replacement built by CheckpointHooks.<method> (the state the checkpoint patches share lives there)."""
-
-    def make(original: Any, hooks: Any) -> Any:
-        return getattr(hooks, method)(original)
-
-    make.__name__ = make.__qualname__ = f"CheckpointHooks.{method}"
+    make.__name__ = make.__qualname__ = f"checkpoints.hooks.{name}"
     return make
 
 
-_CHECKPOINT = dict(shared=_new_checkpoint_hooks)
 _SHARDED = ("expert-sharded saves: fairseq saves from rank 0 only and loads rank 0's file everywhere, which "
-            "would drop every other rank's experts (checkpoints.py)")
+            "would drop every other rank's experts (checkpoints/)")
 
 PATCHES: List[Patch] = [
     Patch(
@@ -169,54 +163,54 @@ PATCHES: List[Patch] = [
             "no task exists before call_main reads the TPU flag; the plugin's architecture functions "
             "run after fairseq-train's post-processing, but not in fairseq-interactive or -validate "
             "(no --arch), which go through call_main too")),
-    # -- checkpoints (checkpoints.py): one CheckpointHooks object shared by these replacements
+    # -- checkpoints (checkpoints/hooks.py, where the nesting of fairseq's save and load calls is written down)
     Patch(
         "trainer_save_checkpoint", "fairseq.trainer:Trainer.save_checkpoint", "(self, filename, extra_state)",
         "the Trainer's save (rank 0 writes everything)",
         f"{_SHARDED}; every save gets a save id and, once complete, a manifest",
-        _checkpoints("trainer_save"), **_CHECKPOINT),
+        _checkpoints("trainer_save")),
     Patch(
         "trainer_load_checkpoint", "fairseq.trainer:Trainer.load_checkpoint",
         "(self, filename, reset_optimizer=False, reset_lr_scheduler=False, optimizer_overrides=None, "
         "reset_meters=False)",
         "the Trainer's load (rank 0's file broadcast to every rank)",
         f"{_SHARDED}; a plain resume falls back to the newest complete save; vocabulary and dictionary checks",
-        _checkpoints("trainer_load"), **_CHECKPOINT),
+        _checkpoints("trainer_load")),
     Patch(
         "trainer_saves_on_expert_ranks", "fairseq.trainer:Trainer.should_save_checkpoint_on_current_rank",
         "(self)", "which ranks save (rank 0 only)",
         f"{_SHARDED}; every rank holding distinct experts saves",
-        _checkpoints("trainer_should_save"), **_CHECKPOINT),
+        _checkpoints("trainer_should_save")),
     Patch(
         "trainer_checkpoint_suffix", "fairseq.trainer:Trainer.checkpoint_suffix", "(self)",
         "the suffix of the files a rank saves",
         f"{_SHARDED}; while saving, ranks >= 1 name (copy, prune) their own -experts-rank{{r}} files",
-        _checkpoints("trainer_suffix"), **_CHECKPOINT),
+        _checkpoints("trainer_suffix")),
     Patch(
         "save_checkpoint", "fairseq.checkpoint_utils:save_checkpoint", "(cfg, trainer, epoch_itr, val_loss)",
         "fairseq-train's save, copies to checkpoint_last/best and pruning",
         "marks the files of one save for the Trainer's save and the copies; removes the manifests of pruned "
         "saves",
-        _checkpoints("checkpoint_utils_save"), **_CHECKPOINT),
+        _checkpoints("checkpoint_utils_save")),
     Patch(
         "load_checkpoint_to_cpu", "fairseq.checkpoint_utils:load_checkpoint_to_cpu",
         "(path, arg_overrides=None, load_on_all_ranks=False)",
         "every checkpoint read (resume, fine-tuning, fairseq-generate)",
         "an unreadable file is named (torch says `PytorchStreamReader failed` without the file); the save is cut "
         "for this process's experts; the vocabulary and dictionary the caller expects are checked",
-        _checkpoints("load_checkpoint_to_cpu"), **_CHECKPOINT),
+        _checkpoints("load_checkpoint_to_cpu")),
     Patch(
         "load_model_ensemble_and_task", "fairseq.checkpoint_utils:load_model_ensemble_and_task",
         "(filenames, arg_overrides=None, task=None, strict=True, suffix='', num_shards=1, state=None)",
         "fairseq-generate's model loading",
         "the task's dictionary must be the one the checkpoint was trained with (its recorded fingerprint)",
-        _checkpoints("load_model_ensemble_and_task"), **_CHECKPOINT),
+        _checkpoints("load_model_ensemble_and_task")),
     Patch(
         "atomic_saves", "fairseq.checkpoint_utils:torch_persistent_save", "(obj, filename, async_write=False)",
         "fairseq's file write (in place)",
         "a kill mid-write left a truncated checkpoint; each file is written to a temporary name and renamed "
         "(file_io.py)",
-        _checkpoints("torch_persistent_save"), **_CHECKPOINT),
+        _checkpoints("torch_persistent_save")),
     Patch(
         "save_dir_checked", "fairseq.checkpoint_utils:verify_checkpoint_directory", "(save_dir)",
         "fairseq-train's check of --save-dir (it writes and removes a file named `dummy`)",
@@ -230,5 +224,5 @@ PATCHES: List[Patch] = [
         "a kill mid-copy left a truncated checkpoint_last.pt; each copy is atomic and an independent file (a "
         "reflink where the file system has one; never a hard link, which `cp X checkpoint_last.pt` would rewrite "
         "with every other name of the save), and the copied save gets its manifest",
-        _checkpoints("path_manager"), checked="copy", **_CHECKPOINT),
+        _checkpoints("path_manager"), checked="copy"),
 ]

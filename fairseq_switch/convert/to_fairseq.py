@@ -4,7 +4,7 @@ Output folder:
     checkpoint.pt                      a fairseq checkpoint (cfg from fairseq's own parser, model, no
                                        optimizer state) that fairseq-train --finetune-from-model / --restore-file
                                        and fairseq-generate load
-    checkpoint-experts-rank{r}.pt      with --world-size W > 1: the expert-sharded save of `checkpoints.py`
+    checkpoint-experts-rank{r}.pt      with --world-size W > 1: the expert-sharded save of `checkpoints/`
     dict.txt, spm.model                the vocabulary (fairseq ids; see vocabulary.py); dict.input.txt and
                                        dict.target.txt are copies of dict.txt, so the folder is the checkpoint's
                                        text_to_text data folder (its cfg.task.data) for loading and generation
@@ -66,7 +66,7 @@ def fairseq_cfg(spec: ModelSpec, data: str, extra: List[str]) -> dict:
 
 def _checkpoint(cfg: dict, model: Dict[str, torch.Tensor], source: str, hf_config: dict, record: dict) -> dict:
     """What fairseq's Trainer.state_dict saves, for a model that has not been trained here (`record`: the
-    plugin's save record, keyed as checkpoints.py reads it; `hf_config`: the source config.json, which
+    plugin's save record, keyed as checkpoints/ reads it; `hf_config`: the source config.json, which
     to-transformers writes back)."""
     return {
         "args": None,
