@@ -82,6 +82,7 @@ def test_experts_copy_the_dense_ffn_bit_for_bit_and_the_rest_is_equal(layout, tm
     cfg = state["cfg"]["model"]
     get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
     assert (get("moe_expert_count"), get("moe_freq"), get("arch")) == (4, 2, "switch_tiny")
+    assert (get("moe_gate_warmup_updates"), get("moe_no_drop_updates")) == (100, 100)  # the default start
 
 
 def _forced_gate_one(monkeypatch):
@@ -215,7 +216,8 @@ def test_converted_t5_upcycles_trains_and_generates(spm_model, tmp_path, monkeyp
     data = tmp_path / "bin"
     _binarize_pairs(up, data)
     flags = json.loads((up / "upcycle.json").read_text())["fairseq_flags"]  # the conversion's, now sparse
-    assert flags[-6:] == ["--moe-expert-count", "4", "--moe-freq", "2", "--moe-gate-warmup-updates", "2"]
+    assert flags[-8:] == ["--moe-expert-count", "4", "--moe-freq", "2", "--moe-gate-warmup-updates", "2",
+                          "--moe-no-drop-updates", "100"]  # the default start's
     assert flags.count("--moe-expert-count") == 1 and "--layout" in flags
     fairseq_train(data, tmp_path / "ft", "text_to_text", 3,
                   ["--arch", "switch_transformer", *flags, "--finetune-from-model", up / "checkpoint.pt"])
