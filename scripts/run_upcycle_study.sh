@@ -11,6 +11,9 @@
 # comparison committed in data/upcycle_study/ was run with
 #   DENSE=runs/upcycle/dense300/checkpoints/checkpoint_last.pt DATA=data-bin/pretrain_sample \
 #   OUT=runs/upcycle/short UPDATES=300 VALID=100 WARMUP=100 bash scripts/run_upcycle_study.sh
+# (VARIANTS="dense plain gate nodrop gate_nodrop st_nodrop"). Variants: dense (the dense continuation),
+# plain (the plain copy), gate (--moe-gate-warmup-updates WARMUP), nodrop (--moe-no-drop-updates
+# WARMUP), gate_nodrop (both), st_nodrop (the gate held at 1 for the whole run, no drops for WARMUP).
 # Options (environment): DENSE DATA OUT UPDATES VALID EXPERTS WARMUP SEED PARALLEL VARIANTS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +26,9 @@ EXPERTS=${EXPERTS:-8}
 WARMUP=${WARMUP:-100}
 SEED=${SEED:-1}
 PARALLEL=${PARALLEL:-2}
-VARIANTS=${VARIANTS:-"dense plain gate nodrop gate_nodrop"}
+VARIANTS=${VARIANTS:-"dense gate_nodrop plain nodrop"}  # the default start beside dense first
 BIN=${VENV_BIN:-.venv/bin}
+ST_FOREVER=1000000000
 
 if [ ! -f "$DENSE" ]; then
     echo "error: the dense checkpoint $DENSE does not exist; train it first (bash scripts/run_token_study.sh," \
@@ -50,7 +54,10 @@ flags_of() {
         nodrop) echo "model.moe_expert_count=$EXPERTS +model.moe_no_drop_updates=$WARMUP" ;;
         gate_nodrop) echo "model.moe_expert_count=$EXPERTS +model.moe_gate_warmup_updates=$WARMUP" \
                           "+model.moe_no_drop_updates=$WARMUP" ;;
-        *) echo "error: unknown variant $1 (dense plain gate nodrop gate_nodrop)" >&2; return 2 ;;
+        # the combine weight stays p / stop_gradient(p) = 1 for the whole run (it would reach p at 10^9)
+        st_nodrop) echo "model.moe_expert_count=$EXPERTS +model.moe_gate_warmup_updates=$ST_FOREVER" \
+                        "+model.moe_no_drop_updates=$WARMUP" ;;
+        *) echo "error: unknown variant $1 (dense plain gate nodrop gate_nodrop st_nodrop)" >&2; return 2 ;;
     esac
 }
 
@@ -62,7 +69,7 @@ train() {
     if [ ! -s "$run/validate0.log" ]; then  # the start itself (update 0), as the first validation sees it
         local path=$START overrides="{}"
         [ "$v" = dense ] && path=$DENSE
-        case "$v" in gate*) overrides="{'moe_gate_warmup_updates': $WARMUP}" ;; esac
+        case "$v" in gate* | st_*) overrides="{'moe_gate_warmup_updates': $WARMUP}" ;; esac
         OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 "$BIN/fairseq-validate" "$DATA_ABS" --user-dir fairseq_switch \
             --task span_corruption --input-length 128 --path "$path" --model-overrides "$overrides" \
             --valid-subset valid --max-tokens 4096 --cpu --log-format json > "$run/validate0.log" 2>&1
