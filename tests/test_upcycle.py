@@ -230,3 +230,30 @@ def test_converted_t5_upcycles_trains_and_generates(spm_model, tmp_path, monkeyp
                "--max-len-b", "5", "--batch-size", "4", "--cpu"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 4
 
+
+
+def test_study_report_reads_curves_the_start_and_the_gaps(tmp_path):
+    """The study's report (fairseq_switch/lab/reports/upcycle_study.py) on two made-up hydra logs."""
+    from fairseq_switch.lab.reports.upcycle_study import report
+
+    def log(run, curve, dropped=None, start=None):
+        lines = []
+        for u, q in curve.items():
+            moe = "" if dropped is None else f', "moe_dropped": "{dropped}"'
+            lines.append(f'[t][train_inner][INFO] - {{"loss": "{7 - q / 10:.3f}", "num_updates": "{u}", '
+                         f'"train_wall": "{u}"{moe}}}')
+            lines.append(f'[t][valid][INFO] - {{"valid_neg_log_perplexity": "{q}", "valid_num_updates": "{u}"}}')
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "hydra_train.log").write_text("\n".join(lines) + "\n")
+        if start is not None:
+            (tmp_path / run / "validate0.log").write_text(
+                f'2026-01-01 00:00:00 | INFO | valid | {{"valid_neg_log_perplexity": "{start}"}}\n')
+
+    log("dense", {100: -5.2, 200: -5.1, 300: -5.0})
+    log("up", {100: -5.3, 200: -5.05, 300: -4.9}, dropped=0.25, start=-5.5)
+    data = report({"dense": tmp_path / "dense", "up": tmp_path / "up"}, tmp_path / "out", "t")
+    up = data["up"]
+    assert up["curve"][0] == -5.5 and up["gap_to_reference"][300] == pytest.approx(0.1)
+    assert up["ahead_of_reference_from"] == 200 and up["dropped_first"] == 0.25
+    assert up["seconds_per_update"] == pytest.approx(600 / 300)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.md", "report.json", "curves.png"}
