@@ -14,7 +14,8 @@ from fairseq_switch.modules import routing
 from fairseq_switch.modules.routing import RouterConfig, RoutingMode, route_plan
 
 from .helpers import build, make_dictionary, random_batch
-from .test_convert import EXTRA_IDS, _binarize_pairs, _make, _n_pieces, spm_model  # noqa: F401 (a fixture)
+from .test_convert import (EXTRA_IDS, _binarize_pairs, _make, _n_pieces, _restore_in_process,  # noqa: F401
+                           spm_model)  # a fixture
 
 SHAPE = ["--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
          "--decoder-ffn-embed-dim", "32", "--encoder-layers", "4", "--decoder-layers", "2", "--dropout", "0"]
@@ -229,6 +230,7 @@ def test_converted_t5_upcycles_trains_and_generates(spm_model, tmp_path, monkeyp
                "--path", tmp_path / "ft" / "checkpoint_last.pt", "--gen-subset", "test", "--beam", "1",
                "--max-len-b", "5", "--batch-size", "4", "--cpu"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 4
+    _restore_in_process(data, up / "checkpoint.pt", flags, tmp_path / "rs")  # --restore-file: one update from 0
 
 
 
