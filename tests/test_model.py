@@ -107,16 +107,19 @@ def test_criterion_reduce_metrics_pools_workers():
          "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.2),
          "moe_z": torch.tensor(3.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(1.0), "moe_entropy": torch.tensor(2.0),
-         "moe_counts_0": torch.tensor([3.0, 1.0])},
+         "moe_counts_0": torch.tensor([3.0, 1.0]), "moe_dropped_0": torch.tensor(1.0),
+         "moe_ntokens_0": torch.tensor(4.0)},
         {"loss": 2.0, "ce_loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "sample_size": 2, "nsentences": 1,
          "nbatches": 1, "moe_batches": 1.0, "moe_layers": 1, "moe_balance": torch.tensor(1.0),
          "moe_z": torch.tensor(1.0),
          "moe_ntokens": torch.tensor(4.0), "moe_dropped": torch.tensor(0.0), "moe_entropy": torch.tensor(2.0),
-         "moe_counts_0": torch.tensor([3.0, 1.0])},
+         "moe_counts_0": torch.tensor([3.0, 1.0]), "moe_dropped_0": torch.tensor(0.0),
+         "moe_ntokens_0": torch.tensor(4.0)},
     ]
     with metrics.aggregate() as agg:
         SwitchCrossEntropyCriterion.reduce_metrics(logs)
         m = agg.get_smoothed_values()
+    assert m["moe_dropped_0"] == pytest.approx(1 / 8)  # the layer's own drops, pooled over batches
     assert m["moe_balance"] == pytest.approx(1.1)
     assert m["moe_z"] == pytest.approx(2.0)
     assert m["moe_dropped"] == pytest.approx(1 / 8)

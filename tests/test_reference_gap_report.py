@@ -72,3 +72,26 @@ def test_errors_name_the_folder(tmp_path):
     (tmp_path / "hf_e0_s1").mkdir()
     with pytest.raises(SystemExit, match="log.jsonl not found"):
         rg.main([str(tmp_path)])
+
+
+def test_routing_table_window_means_and_the_replayed_capacity(tmp_path, capsys):
+    run = tmp_path / "ours_e8_s1"
+    run.mkdir()
+    inner = [{"num_updates": str(u), "moe_dropped": str(d), "moe_dropped_0": "0.0", "moe_dropped_1": str(2 * d),
+              "moe_load_max_0": "1.5", "moe_load_max_1": "3.0"} for u, d in ((24, 0.5), (25, 0.1), (26, 0.2))]
+    (run / "hydra_train.log").write_text("".join(f"{T}[train_inner][INFO] - {json.dumps(r)}\n" for r in inner))
+    hf(tmp_path, 8, 1, [(25, -8.0)])
+    rows = [json.loads(x) for x in (tmp_path / "hf_e8_s1" / "log.jsonl").read_text().splitlines()]
+    # one encoder layer, 8 experts, 80 tokens: ceil(80 / 8 * 1.25) = 13 slots; 20 - 13 = 7 dropped by the batch rule
+    per_update = {"update": 25, "train_update_loss": 5.0, "moe_dropped": 0.2, "moe_dropped_0": 0.2,
+                  "moe_load_max_0": 2.0, "moe_counts_0": [20, 10, 10, 10, 10, 10, 5, 5]}
+    (tmp_path / "hf_e8_s1" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:1] + [per_update]
+                                                             + rows[1:]))
+    assert rg.hf_routing(tmp_path / "hf_e8_s1")[25]["moe_dropped_batch_capacity"] == pytest.approx(7 / 80)
+    assert rg.hf_curve(tmp_path / "hf_e8_s1") == {25.0: -8.0}  # the per-update rows leave the curve alone
+    assert rg.main([str(tmp_path), "--routing"]) == 0
+    table = (tmp_path / "routing.md").read_text()
+    # update 25: ours is the mean of updates 24 and 25 (the 25 ending there), transformers its one logged update
+    assert "| 1 | 25 | 30.0% | 20.0% | 0.0% | 20.0% | 60.0% |  | 1.50 | 2.00 | 3.00 |  | 8.8% |" in table
+    assert "| 1 | 50 |" not in table  # past the last logged update
+    capsys.readouterr()

@@ -120,8 +120,16 @@ def test_three_updates_write_the_log(data, tmp_path, capsys):
     rc = R.main(["--data", data, "--experts", "8", "--seed", "1", "--max-update", "3", "--validate-interval", "2",
                  "--out", str(out)])
     assert rc == 0
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    every = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    per_update = [r for r in every if "train_update_loss" in r]
+    rows = [r for r in every if "train_update_loss" not in r]
     assert [r["update"] for r in rows] == [0, 2, 3, 3] and rows[-1]["final"] is True
+    # each update's routing under this project's names: 2 Switch layers (encoder, decoder)
+    assert [r["update"] for r in per_update] == [1, 2, 3]
+    for r in per_update:
+        assert 0 <= r["moe_dropped"] <= 1 and r["moe_load_max_0"] >= 1 and r["moe_load_max_1"] >= 1
+        assert min(r["moe_dropped_0"], r["moe_dropped_1"]) <= r["moe_dropped"] <= max(r["moe_dropped_0"],
+                                                                                      r["moe_dropped_1"])
     assert rows[0]["train_loss"] is None and math.isfinite(rows[0]["fairseq_valid_neg_log_perplexity"])
     for r in rows[1:3]:
         assert math.isfinite(r["train_loss"]) and math.isfinite(r["valid_neg_log_perplexity"])
@@ -156,3 +164,59 @@ def test_bad_input_is_one_error_line(case, data, tmp_path, capsys):
              "no_dict": "dict.txt", "no_splits": "split 'valid' not found"}[case]
     assert named in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def _recorded_routing(expert_capacity):
+    """transformers' own router on a hand-made batch, seen through RouterRecorder: 2 experts, width 2, the
+    classifier the identity, so token [1, 0] picks expert 0 and [0, 1] expert 1."""
+    from transformers import SwitchTransformersConfig
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersTop1Router
+
+    cfg = SwitchTransformersConfig(num_experts=2, d_model=2, expert_capacity=expert_capacity, router_jitter_noise=0.0,
+                                   router_bias=False)
+    model = torch.nn.Module()
+    model.encoder = torch.nn.Sequential(SwitchTransformersTop1Router(cfg))
+    model.decoder = torch.nn.Sequential()
+    with torch.no_grad():
+        model.encoder[0].classifier.weight.copy_(torch.eye(2))
+    e0, e1 = [1.0, 0.0], [0.0, 1.0]
+    # sequence 0: e0 e0 e1 + one padding token (which picks e0); sequence 1: e1 e1 e1 e0, all real
+    x = torch.tensor([[e0, e0, e1, e0], [e1, e1, e1, e0]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    rec = R.RouterRecorder(model)
+    rec.active = True
+    model.encoder(x)
+    calls = rec.pop()
+    rec.remove()
+    return calls, valid
+
+
+def test_routing_counts_follow_transformers_per_sequence_capacity():
+    calls, valid = _recorded_routing(expert_capacity=2)
+    assert len(calls["encoder"]) == 1 and not calls["decoder"]
+    n, dropped, counts = R.routing_counts(*calls["encoder"][0], valid)
+    # 2 slots per expert per sequence: sequence 1's third e1 is dropped; sequence 0's padding (its third e0)
+    # is dropped too but is not a real token, so it is not counted
+    assert (n, dropped) == (7, 1)
+    assert counts.tolist() == [3.0, 4.0]  # argmax choices before drops, real tokens only
+    m = R.routing_metrics(calls, {"encoder": valid})
+    assert m == {"moe_dropped_0": round(1 / 7, 4), "moe_load_max_0": round(4 / 3.5, 3), "moe_counts_0": [3, 4],
+                 "moe_dropped": round(1 / 7, 4)}
+    # this project's per-batch capacity, ceil(7 / 2 * 1.25) = 5 slots per expert, keeps every token (Sec. 2.2)
+    from fairseq_switch.modules.routing import expert_capacity
+
+    assert expert_capacity(7, 2, 1.25, 1) >= counts.max()
+
+
+def test_routing_metrics_pool_layers_encoder_first():
+    calls, valid = _recorded_routing(expert_capacity=1)
+    # one slot per expert per sequence: sequence 0 keeps e0 e1 (drops one), sequence 1 keeps e1 e0 (drops two)
+    n, dropped, _ = R.routing_counts(*calls["encoder"][0], valid)
+    assert (n, dropped) == (7, 3)
+    dec_valid = torch.tensor([[True, True, True, True], [True, False, False, False]])
+    m = R.routing_metrics({"encoder": calls["encoder"], "decoder": calls["encoder"]},
+                          {"encoder": valid, "decoder": dec_valid})
+    # decoder: real tokens e0 e0 e1 e0 | e1 -> the second and last e0 of sequence 0 are dropped
+    assert m["moe_dropped_0"] == round(3 / 7, 4) and m["moe_dropped_1"] == round(2 / 5, 4)
+    assert m["moe_dropped"] == round(5 / 12, 4)
+    assert m["moe_load_max_1"] == round(3 / 2.5, 3)

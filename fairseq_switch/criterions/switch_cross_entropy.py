@@ -57,6 +57,8 @@ def routing_logging_output(routings: Sequence[RouterOutput], world: int = 1) -> 
     out["moe_entropy"] = sum(r.stats.entropy_sum for r in routings)
     for i, r in enumerate(routings):
         out[f"moe_counts_{i}"] = r.stats.expert_counts
+        out[f"moe_dropped_{i}"] = r.stats.num_dropped  # per layer: the decoder's few tokens get few slots
+        out[f"moe_ntokens_{i}"] = r.stats.num_tokens
     return out
 
 
@@ -160,6 +162,10 @@ class SwitchCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             weight = float(counts.sum())
             metrics.log_scalar(f"moe_load_max_{layer}", float(counts.max() / mean), weight, round=3)
             metrics.log_scalar(f"moe_load_cv_{layer}", float(counts.std(unbiased=False) / mean), weight, round=3)
+            if any(f"moe_dropped_{layer}" in log for log in logging_outputs):
+                n = float(total(f"moe_ntokens_{layer}"))
+                metrics.log_scalar(f"moe_dropped_{layer}", float(total(f"moe_dropped_{layer}")) / max(n, 1.0), n,
+                                   round=4)
             layer += 1
 
     @staticmethod

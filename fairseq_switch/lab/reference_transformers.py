@@ -4,6 +4,10 @@
     python scripts/reference_transformers.py --data data-bin/pretrain_full --experts 8 --seed 1 \\
         --max-update 500 --validate-interval 100 --out runs/ref/hf_e8_s1      # --experts 0: the dense twin
 
+log.jsonl holds a row per validation and, for Switch, a row per update: its loss (train_update_loss) and its
+routing under this project's names (moe_dropped, moe_dropped_i, moe_load_max_i, over real tokens; see
+routing_metrics), which `reference_gap_report.py --routing` compares with the fairseq run's (common.log_interval=1).
+
 Shared with the fairseq run, by construction:
 - the config: config/<name>.yaml composed by Hydra as fairseq-hydra-train does, plus task.data,
   model.moe_expert_count and common.seed;
@@ -264,6 +268,66 @@ def switch_routers(model: Any) -> Dict[str, List[Any]]:
     return out
 
 
+class RouterRecorder:
+    """Forward hooks on transformers' routers: what each call returned while `active`, per stack in layer order
+    (expert_index [B, L, E] one-hot with capacity drops zeroed, router_logits [B, L, E])."""
+
+    def __init__(self, model: Any):
+        self.calls: Dict[str, List[Tuple[Any, Any]]] = {"encoder": [], "decoder": []}
+        self.active = False
+        self._handles = [r.register_forward_hook(self._hook(stack))
+                         for stack, routers in switch_routers(model).items() for r in routers]
+
+    def _hook(self, stack: str) -> Any:
+        def record(module: Any, args: Any, out: Any) -> None:
+            if self.active:
+                self.calls[stack].append((out[0].detach(), out[2].detach()))
+        return record
+
+    def pop(self) -> Dict[str, List[Tuple[Any, Any]]]:
+        calls, self.calls = self.calls, {"encoder": [], "decoder": []}
+        return calls
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def routing_counts(expert_index: Any, router_logits: Any, valid: Any) -> Tuple[int, int, Any]:
+    """(real tokens, real tokens dropped, [E] tokens choosing each expert before drops) of one transformers
+    router call, over the real tokens only (`valid` [B, L] True there): a token is dropped when its argmax
+    expert was already full in its sequence (Sec. 2.2), i.e. its capacity-masked one-hot row is all zero."""
+    import torch
+
+    v = valid.bool()
+    E = router_logits.shape[-1]
+    chosen = router_logits.argmax(-1)[v]
+    kept = expert_index.sum(-1).gt(0)[v]
+    counts = torch.bincount(chosen, minlength=E).double()
+    return int(v.sum()), int((~kept).sum()), counts
+
+
+def routing_metrics(calls: Dict[str, List[Tuple[Any, Any]]], valid: Dict[str, Any]) -> Dict[str, float]:
+    """This project's per-update routing metrics (criterions/switch_cross_entropy.py) from transformers'
+    router calls: moe_dropped (real tokens dropped / real tokens, pooled over layers), and per Switch layer i
+    (encoder layers first, then decoder, as this project numbers them) moe_dropped_i and moe_load_max_i
+    (busiest expert's tokens / mean tokens per expert, before drops), and moe_counts_i (tokens per expert)."""
+    out: Dict[str, float] = {}
+    n_all = d_all = 0
+    i = 0
+    for stack in ("encoder", "decoder"):
+        for expert_index, logits in calls.get(stack, []):
+            n, d, counts = routing_counts(expert_index, logits, valid[stack])
+            n_all, d_all = n_all + n, d_all + d
+            out[f"moe_dropped_{i}"] = round(d / max(n, 1), 4)
+            out[f"moe_load_max_{i}"] = round(float(counts.max() / counts.mean().clamp(min=1e-9)), 3)
+            out[f"moe_counts_{i}"] = [int(c) for c in counts]  # to replay other capacity rules on this routing
+            i += 1
+    if i:
+        out["moe_dropped"] = round(d_all / max(n_all, 1), 4)
+    return out
+
+
 def _sequence_capacity(cfg: Any, plan: Any, length: int) -> int:
     """The plugin's capacity (routing.expert_capacity) for one sequence of `length` tokens under `plan`."""
     from fairseq_switch.modules import routing
@@ -496,6 +560,7 @@ def run(o: RunOptions) -> List[Dict[str, Any]]:
                                  f"computes no balance loss; pass --balance-loss batch")
     epoch_itr = side.train_iterator(epoch=1)  # loads the train split now: a missing one fails before training
     recipe = Recipe(cfg, hf)
+    recorder = RouterRecorder(hf)
     alpha = float(cfg.criterion.moe_loss_weight)
     beta = float(cfg.criterion.router_z_loss_weight)
     V = hf.config.vocab_size
@@ -539,7 +604,12 @@ def run(o: RunOptions) -> List[Dict[str, Any]]:
         set_capacity(hf, cfg.model, inputs["input_ids"].shape[1], inputs["labels"].shape[1], training=True,
                      fixed=o.expert_capacity)
         dec_valid = sample["net_input"]["prev_output_tokens"].ne(side.pad)
-        step = hf_loss(hf, inputs, sample["ntokens"], alpha, beta, o.balance_loss, dec_valid)
+        recorder.active = True
+        try:
+            step = hf_loss(hf, inputs, sample["ntokens"], alpha, beta, o.balance_loss, dec_valid)
+        finally:
+            recorder.active = False
+        routed = routing_metrics(recorder.pop(), {"encoder": inputs["attention_mask"].bool(), "decoder": dec_valid})
         lr = recipe.lr()
         recipe.step(step.loss, update)
         train_seconds += time.time() - t0
@@ -550,6 +620,12 @@ def run(o: RunOptions) -> List[Dict[str, Any]]:
         interval["balance"] += step.balance
         interval["steps"] += 1
         interval["lr"] = lr
+        if routed:  # per update, next to its loss, under this project's names
+            rows.append({"update": update, "train_update_loss": round(step.ce_sum / max(step.ntokens, 1), 6),
+                         **routed})
+            if update % 25 == 0:
+                o.log(f"[ref] update {update}  " + "  ".join(f"{k} {v}" for k, v in sorted(routed.items())
+                                                             if not k.startswith("moe_counts")))
         if update % o.validate_interval == 0 or update == o.max_update:
             validate(update, interval, {})
             interval = {"ce": 0.0, "ntok": 0, "balance": 0.0, "steps": 0, "lr": recipe.lr()}

@@ -33,14 +33,18 @@ def ours_curve(run_dir: Path) -> Dict[float, float]:
     return {u: q for u, (q, _) in validation_curve(lines).items()}
 
 
-def hf_curve(run_dir: Path) -> Dict[float, float]:
-    """{update: valid neg. log perplexity} of a reference_transformers.py run (its log.jsonl)."""
+def hf_rows(run_dir: Path) -> List[Dict]:
+    """The rows of a reference_transformers.py run's log.jsonl."""
     log = run_dir / "log.jsonl"
     if not log.is_file():
         raise SystemExit(f"error: {log} not found; run scripts/reference_transformers.py --out {run_dir}")
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def hf_curve(run_dir: Path) -> Dict[float, float]:
+    """{update: valid neg. log perplexity} of a reference_transformers.py run (its log.jsonl)."""
     out = {}
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in hf_rows(run_dir):
         q = rec.get("valid_neg_log_perplexity")
         if isinstance(q, (int, float)) and rec.get("update"):
             out[float(rec["update"])] = float(q)
@@ -126,11 +130,107 @@ def report_markdown(summary: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- routing: dropped tokens and the busiest expert, per update, both implementations ------------------
+ROUTING = ("moe_dropped", "moe_dropped_0", "moe_dropped_1", "moe_load_max_0", "moe_load_max_1")
+ROUTING_UPDATES = (25, 50, 100, 200, 300, 400, 500)
+
+
+def ours_routing(run_dir: Path) -> Dict[int, Dict[str, float]]:
+    """{update: routing metrics} from a fairseq run's train_inner records (per update with common.log_interval=1;
+    a longer interval gives one record per interval, pooled by the criterion)."""
+    from fairseq_switch.logs import json_records
+
+    _, lines = read_log(run_dir, "a run folder ")
+    out = {}
+    for rec in json_records(lines, "train_inner"):
+        u = rec.get("num_updates")
+        vals = {k: float(rec[k]) for k in ROUTING if k in rec}
+        if u is not None and vals:
+            out[int(float(u))] = vals
+    return out
+
+
+def batch_capacity_dropped(counts: List[List[int]], capacity_factor: float) -> float:
+    """Dropped fraction had these per-layer expert token counts met this project's per-batch capacity,
+    ceil(tokens / N * factor) per expert (Sec. 2.2): the same routing, the other capacity rule."""
+    from fairseq_switch.modules.routing import expert_capacity
+
+    n = dropped = 0
+    for c in counts:
+        cap = expert_capacity(sum(c), len(c), capacity_factor, 4)  # RouterConfig's default min_capacity
+        n += sum(c)
+        dropped += sum(max(0, x - cap) for x in c)
+    return dropped / max(n, 1)
+
+
+def hf_routing(run_dir: Path, capacity_factor: float = 1.25) -> Dict[int, Dict[str, float]]:
+    """{update: routing metrics} from a reference_transformers.py log.jsonl (its per-update rows), with
+    moe_dropped_batch_capacity: its routing replayed under this project's per-batch capacity."""
+    out = {}
+    for rec in hf_rows(run_dir):
+        if "train_update_loss" in rec:
+            row = {k: float(rec[k]) for k in ROUTING if k in rec}
+            counts = [rec[k] for k in sorted(rec) if k.startswith("moe_counts_")]
+            if counts:
+                row["moe_dropped_batch_capacity"] = batch_capacity_dropped(counts, capacity_factor)
+            out[int(rec["update"])] = row
+    return out
+
+
+def window_mean(curve: Dict[int, Dict[str, float]], update: int, key: str, width: int) -> Optional[float]:
+    """Mean of `key` over the logged updates in (update - width, update]; None when none is logged."""
+    vals = [v[key] for u, v in curve.items() if update - width < u <= update and key in v]
+    return sum(vals) / len(vals) if vals else None
+
+
+def routing_markdown(folder: Path, width: int = 25) -> str:
+    """Per seed and update: dropped fraction and busiest expert's share (encoder layer 0, decoder layer 1),
+    this project against transformers, each the mean over the `width` updates ending there."""
+    runs: Dict[int, Dict[str, Dict[int, Dict[str, float]]]] = {}
+    for run in sorted(folder.iterdir()):
+        m = RUN_NAME.fullmatch(run.name)
+        if m and run.is_dir() and int(m.group(2)) > 0 and (m.group(1) == "ours" or (run / "log.jsonl").is_file()):
+            impl, seed = m.group(1), int(m.group(3))
+            runs.setdefault(seed, {})[impl] = ours_routing(run) if impl == "ours" else hf_routing(run)
+    if not runs:
+        raise SystemExit(f"error: no ours_eE_sS or hf_eE_sS Switch run folders in {folder}")
+
+    def cell(curve: Optional[Dict], u: int, key: str, pct: bool) -> str:
+        v = window_mean(curve or {}, u, key, width)
+        return "" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.2f}")
+
+    head = ["seed", "update"] + [f"{name} {impl}" for name in ("dropped", "dropped enc", "dropped dec",
+                                                                "max load enc", "max load dec")
+                                 for impl in ("ours", "transformers")] + ["dropped transformers, per-batch capacity"]
+    rows = []
+    for seed, by_impl in sorted(runs.items()):
+        last = max(max(c) for c in by_impl.values() if c) if any(by_impl.values()) else 0
+        for u in [u for u in ROUTING_UPDATES if u <= last]:
+            rows.append([str(seed), str(u)] + [cell(by_impl.get(impl), u, key, key.startswith("moe_dropped"))
+                                               for key in ROUTING for impl in ("ours", "hf")]
+                        + [cell(by_impl.get("hf"), u, "moe_dropped_batch_capacity", True)])
+    lines = ["# Dropped tokens and the busiest expert: this project against transformers, same batches", "",
+             f"Each cell is the mean over the {width} updates ending at `update` of the per-update value, over "
+             "real (non-padding) tokens. dropped: tokens that found their expert full (Sec. 2.2), pooled over "
+             "both Switch layers; max load: the busiest expert's tokens over the mean per expert, before drops. "
+             "The last column replays transformers' routing under this project's per-batch capacity.",
+             ""]
+    return "\n".join(lines + md_table(head, rows)) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="the folder of ours_eE_sS and hf_eE_sS runs")
+    ap.add_argument("--routing", action="store_true",
+                    help="compare the Switch runs' dropped tokens and busiest expert instead (writes routing.md)")
     a = ap.parse_args(argv)
+    if a.routing:
+        md = routing_markdown(a.folder)
+        (a.folder / "routing.md").write_text(md)
+        print(md, end="")
+        print(f"wrote {a.folder}/routing.md")
+        return 0
     summary = summarize(read_study(a.folder))
     md = report_markdown(summary)
     (a.folder / "report.md").write_text(md)
