@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from .. import checkpoint_lock, file_io
-from .fingerprint import check_dictionary, check_vocabulary, dictionary_of, task_option, vocab_sizes
+from .fingerprint import check_dictionary, check_vocabulary, dictionary_of, vocab_sizes
 from .manifest import leftover_temp_files
 from .names import MANIFEST_SUFFIX, RECORD_KEY, main_of, model_param_names, shard_suffix, switch_layers_of
+from .options import checkpoint_checks
 from .resume import refuse_restart_over_saves, resolve_restore_file, resume_path
 from .save import CRASH_DUMP, PARENT_ATTR, PendingSave, layout_of, new_save, save_checkpoint
 from .sharding import LoadTarget, localize, read_named
@@ -112,7 +113,7 @@ def _load_call(trainer: "Trainer", reset_optimizer: bool) -> LoadCall:
     layout = layout_of(trainer)
     target = None if layout is None else LoadTarget(
         layout, switch_layers_of(model), model_param_names(model, trainer.get_criterion()), not reset_optimizer)
-    return LoadCall(bool(task_option(task, "allow_dictionary_change", False)), dictionary_of(task),
+    return LoadCall(checkpoint_checks(task).allow_dictionary_change, dictionary_of(task),
                     vocab_sizes(model), target)
 
 
@@ -127,7 +128,7 @@ def _read_from(trainer: "Trainer", filename: str) -> str:
         refuse_restart_over_saves(ck.save_dir, f"--finetune-from-model {filename}")
     elif ck.restore_file == "checkpoint_last.pt" and os.path.basename(filename).startswith("checkpoint_last"):
         # a plain resume: fall back to the newest complete save if checkpoint_last's is broken
-        filename = resume_path(ck.save_dir, filename, bool(task_option(trainer.task, "no_resume_fallback", False)),
+        filename = resume_path(ck.save_dir, filename, checkpoint_checks(trainer.task).no_resume_fallback,
                                announce=trainer.data_parallel_rank == 0)
         if trainer.data_parallel_rank == 0 and os.path.isdir(ck.save_dir):
             for tmp in leftover_temp_files(ck.save_dir):
@@ -289,7 +290,7 @@ def load_model_ensemble_and_task(orig_ensemble: Callable) -> Callable:
         # fairseq-generate and friends: the task's dictionary must be the one the checkpoint was trained with
         if task is None or _LOAD.get() is not None:
             return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
-        call = LoadCall(bool(task_option(task, "allow_dictionary_change", False)), dictionary_of(task))
+        call = LoadCall(checkpoint_checks(task).allow_dictionary_change, dictionary_of(task))
         with _opened(_LOAD, call):
             return orig_ensemble(filenames, arg_overrides, task, *args, **kwargs)
 

@@ -17,6 +17,7 @@ from fairseq.data import Dictionary
 from omegaconf import OmegaConf, open_dict
 
 from ..checkpoints import RECORD_KEY, check_dictionary, dictionary_record, load_checkpoint_whole
+from ..checkpoints.options import checkpoint_checks
 from ..modules.switch_layer import SwitchFFN
 from .switch_host import routing_mode
 
@@ -61,7 +62,7 @@ def check_teacher_vocabulary(path: str, state: dict, dictionary: Dictionary, fla
         cfg = getattr(task, "cfg", None)
         source = str(getattr(cfg, "data", "") or "the student's data").split(os.pathsep)[0]
         check_dictionary(f"{flag} {path}", state, dictionary_record(dictionary, source),
-                         bool(getattr(cfg, "allow_dictionary_change", False)))
+                         checkpoint_checks(task).allow_dictionary_change)
         return
     saved = _saved_dictionary(state)
     if saved is None:

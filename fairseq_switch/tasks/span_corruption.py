@@ -21,7 +21,8 @@ from omegaconf import II, MISSING
 
 from .. import probe as zero_shot
 from ..data.sentinels import NUM_SENTINELS, count_sentinels, sentinel_indices
-from .switch_task import CheckpointChecksConfig, StudentInitConfig, SwitchTaskMixin
+from ..checkpoints.options import CheckpointChecksConfig
+from .switch_task import StudentInitConfig, SwitchTaskMixin
 from ..data.span_corruption import (
     SpanCorruptionDataset,
     example_lengths,

@@ -13,22 +13,6 @@ from .config_checks import check_max_tokens, check_model_cfg, check_precision
 
 
 @dataclass
-class CheckpointChecksConfig(FairseqDataclass):
-    """Options of every plugin task for what loading a checkpoint checks (fairseq_switch/checkpoints/)."""
-
-    no_resume_fallback: bool = field(
-        default=False,
-        metadata={"help": "when checkpoint_last's save is broken (interrupted or corrupt), stop with an error "
-                          "naming the newest complete save instead of resuming from it"},
-    )
-    allow_dictionary_change: bool = field(
-        default=False,
-        metadata={"help": "load a checkpoint trained with another dictionary (its recorded fingerprint differs "
-                          "from this task's dictionary): only for deliberate vocabulary changes"},
-    )
-
-
-@dataclass
 class StudentInitConfig(FairseqDataclass):
     """Distillation's student init (Fedus et al. 2021, Sec. 4.2): the task's, as the task builds the model."""
 

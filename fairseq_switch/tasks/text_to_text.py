@@ -47,7 +47,8 @@ from omegaconf import OmegaConf, open_dict
 
 from .. import evaluation
 from ..models.switch_host import routing_mode
-from .switch_task import CheckpointChecksConfig, StudentInitConfig, SwitchTaskMixin
+from ..checkpoints.options import CheckpointChecksConfig
+from .switch_task import StudentInitConfig, SwitchTaskMixin
 
 logger = logging.getLogger(__name__)
 
