@@ -226,7 +226,9 @@ def hydra_cfg(*overrides):
     from hydra import compose, initialize_config_dir
 
     hydra_init("pretrain_tiny")  # fairseq-hydra-train's schema under the config's name (fairseq_cli.hydra_train)
-    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base=None):
+    # version_base 1.1, as fairseq-hydra-train: a newer base is process-global and turns the
+    # hydra.experimental API that fairseq calls later (convert_namespace_to_omegaconf) into an error
+    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base="1.1"):
         cfg = compose("pretrain_tiny", overrides=[f"common.user_dir={USER_DIR}", "task.data=x", *overrides])
     add_defaults(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
