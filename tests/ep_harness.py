@@ -17,32 +17,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from fairseq_switch.data.sentinels import sentinel_symbols
+from fairseq_switch.lab.bench.toy_data import NUM_WORDS, write_corpus, write_dictionary  # noqa: F401
 
 USER_DIR = str(Path(__file__).resolve().parents[1] / "fairseq_switch")
-NUM_WORDS = 50
 _EXPERT_RE = re.compile(r"(.*\.experts\.)(\d+)(\..*)")
-
-
-def write_dictionary(folder: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-    words = sentinel_symbols() + [f"w{i}" for i in range(NUM_WORDS)]
-    Path(folder, "dict.txt").write_text("".join(f"{w} 1\n" for w in words))
-
-
-def write_corpus(folder: str, num_docs: int = 200, seed: int = 0) -> None:
-    """A binarized `train` split of random documents over the dictionary's words, for fairseq-train."""
-    from fairseq.data import Dictionary, indexed_dataset
-
-    write_dictionary(folder)
-    d = Dictionary.load(os.path.join(folder, "dict.txt"))
-    first = d.index("w0")
-    g = torch.Generator().manual_seed(seed)
-    builder = indexed_dataset.make_builder(os.path.join(folder, "train.bin"), impl="mmap", vocab_size=len(d))
-    for _ in range(num_docs):
-        n = int(torch.randint(20, 80, (1,), generator=g))
-        doc = torch.randint(first, first + NUM_WORDS, (n,), generator=g)
-        builder.add_item(torch.cat([doc, torch.tensor([d.eos()])]).to(torch.int32))
-    builder.finalize(os.path.join(folder, "train.idx"))
 
 
 def global_batches(num_steps: int, sizes: Sequence[int], seed: int = 0) -> List[List[Dict]]:

@@ -90,8 +90,7 @@ def junit_results(path: Path) -> Dict[str, Any]:
 
 def make_toy_data(folder: Path) -> None:
     """A binarized train split of random documents over a sentinel dictionary (as the tests make theirs)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.ep_harness import write_corpus
+    from .toy_data import write_corpus
 
     write_corpus(str(folder), num_docs=200)
 
