@@ -50,11 +50,14 @@ def write_log(path: Path, train, valid, params_line=None, fmt=hydra_line, via_nl
     path.write_text("\n".join(lines) + "\n")
 
 
-def make_job(job: Path, experts, train, valid, params_line=None, overrides_only=False, via_nll=False):
+def make_job(job: Path, experts, train, valid, params_line=None, overrides_only=False, via_nll=False,
+             capacity_factor=None):
     (job / ".hydra").mkdir(parents=True)
     model = "  _name: switch_tiny\n  encoder_embed_dim: ${model.d_model}\n"
     if not overrides_only and experts is not None:
         model += f"  moe_expert_count: {experts}\n"
+    if capacity_factor is not None:
+        model += f"  moe_capacity_factor: {capacity_factor}\n"
     (job / ".hydra" / "config.yaml").write_text(f"common:\n  log_format: json\n  seed: ${{seed}}\nmodel:\n{model}")
     ov = "- common.seed=1\n"
     if experts is not None:
@@ -214,6 +217,32 @@ def test_error_duplicate_expert_counts(tmp_path):
         sr.main([str(tmp_path / "s")])
     assert "two runs with 8 experts" in str(e.value)
     assert str(a) in str(e.value) and str(b) in str(e.value)
+
+
+def test_capacity_factor_arms_share_an_expert_count(tmp_path):
+    # The paper's Table 1 arms: 8 experts at capacity factors 1.25 and 2.0 beside dense. Each arm keeps
+    # its own speed-up (the 2.0 arm is SWITCH_VALID: 1.5x, as hand-computed above) and gap column.
+    root = tmp_path / "s"
+    make_job(root / "e0", 0, DENSE_TRAIN, DENSE_VALID, capacity_factor=1.25)
+    make_job(root / "e8", 8, NEVER_TRAIN, NEVER_VALID, capacity_factor=1.25)
+    make_job(root / "e8_cf2", 8, SWITCH_TRAIN, SWITCH_VALID, capacity_factor=2.0)
+    summary = sr.make_report([str(root)])
+    rows = {r["label"]: r for r in summary["runs"]}
+    assert list(rows) == ["dense", "8 experts (capacity factor 1.25)", "8 experts (capacity factor 2)"]
+    assert rows["8 experts (capacity factor 2)"]["step_speedup"] == pytest.approx(1.5)
+    assert rows["8 experts (capacity factor 1.25)"]["step_speedup"] is None
+    assert rows["8 experts (capacity factor 2)"]["capacity_factor"] == 2.0
+    md = (root / "report" / "report.md").read_text()
+    # at update 300: dense -3.2, cf 1.25 -3.1 (+0.1), cf 2 -2.9 (+0.3), one column pair per arm
+    row = next(line for line in md.splitlines() if line.startswith("| 300 |"))
+    assert row.endswith("| -3.2000 | -3.1000 | +0.1000 | -2.9000 | +0.3000 |"), row
+
+
+def test_error_duplicate_capacity_factor(tmp_path):
+    make_job(tmp_path / "s" / "0", 8, SWITCH_TRAIN, SWITCH_VALID, capacity_factor=2.0)
+    make_job(tmp_path / "s" / "1", 8, SWITCH_TRAIN, SWITCH_VALID, capacity_factor=2.0)
+    with pytest.raises(SystemExit, match="two runs with 8 experts and the same"):
+        sr.main([str(tmp_path / "s")])
 
 
 def test_error_unknown_expert_count_and_empty_sweep(tmp_path):

@@ -9,6 +9,10 @@ Inputs (any mix):
     directory / log file (expert count then read from the `moe_expert_count=N` in the logged config).
   * `--run EXPERTS=PATH`: a run directory or log file with its expert count given explicitly.
 
+Runs are told apart by their expert count. Two sparse runs with the same count are allowed when their
+configs give different `model.moe_capacity_factor`s (the paper's Table 1 arms); their labels then
+carry the factor, e.g. "8 experts (capacity factor 2)".
+
 Training must log JSON (`common.log_format: json`) and validate at least once
 (`dataset.validate_interval_updates`). Writes into --out (default: <first path>/report):
 nlp_vs_steps.png, nlp_vs_time.png, loss_vs_params.png, report.md, report.json.
@@ -69,10 +73,12 @@ class Run:
     nlp: List[float]  # validation neg. log perplexity (nats) at those points
     loss: List[float]  # validation loss as logged (base 2)
     wall: Optional[List[float]]  # interpolated wall seconds at those points; None without time records
+    capacity_factor: Optional[float] = None  # model.moe_capacity_factor from .hydra/config.yaml, if any
+    name: Optional[str] = None  # set by read_runs where the expert count alone is ambiguous
 
     @property
     def label(self) -> str:
-        return experts_label(self.experts)
+        return self.name or experts_label(self.experts)
 
 
 def experts_label(n: int) -> str:
@@ -130,7 +136,7 @@ def crossing(xs: Sequence[float], qs: Sequence[float], target: float) -> Optiona
 
 
 def speedups(runs: Sequence[Run]) -> Optional[Dict]:
-    """Speed-ups over the dense run (the paper's Sec. 3), per expert count; None if there is no dense run."""
+    """Speed-ups over the dense run (the paper's Sec. 3), per run label; None if there is no dense run."""
     dense = next((r for r in runs if r.experts == 0), None)
     if dense is None:
         return None
@@ -144,7 +150,7 @@ def speedups(runs: Sequence[Run]) -> Optional[Dict]:
         else:
             u_cross = crossing(r.updates, r.nlp, q_star)
             t_cross = crossing(r.wall, r.nlp, q_star) if r.wall else None
-        out["runs"][r.experts] = {
+        out["runs"][r.label] = {
             "updates_to_reach": u_cross,
             "seconds_to_reach": t_cross,
             "step_speedup": d_updates / u_cross if u_cross else None,
@@ -187,29 +193,35 @@ def truncate(run: Run, max_update: float) -> Run:
     keep = [i for i, u in enumerate(run.updates) if u <= max_update]
     return Run(experts=run.experts, path=run.path, log=run.log, params=run.params,
                updates=[run.updates[i] for i in keep], nlp=[run.nlp[i] for i in keep],
-               loss=[run.loss[i] for i in keep], wall=[run.wall[i] for i in keep] if run.wall else None)
+               loss=[run.loss[i] for i in keep], wall=[run.wall[i] for i in keep] if run.wall else None,
+               capacity_factor=run.capacity_factor, name=run.name)
+
+
+def hydra_section(run_dir: Path, name: str) -> Dict:
+    """One top-level section of .hydra/config.yaml ({} without one). Plain YAML: ${...} interpolations
+    stay strings."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    cfg = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.is_file() else {}
+    section = cfg.get(name) if isinstance(cfg, dict) else None
+    return section if isinstance(section, dict) else {}
 
 
 def tokens_per_update_from_config(run_dir: Path) -> Optional[int]:
     """dataset.max_tokens from .hydra/config.yaml (span_corruption batches are full: 32 x 128 = 4096)."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        return None
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    dataset = cfg.get("dataset") if isinstance(cfg, dict) else None
-    return _as_int(dataset.get("max_tokens")) if isinstance(dataset, dict) else None
+    return _as_int(hydra_section(run_dir, "dataset").get("max_tokens"))
+
+
+def capacity_factor_from_config(run_dir: Path) -> Optional[float]:
+    """model.moe_capacity_factor from .hydra/config.yaml; None without one."""
+    v = hydra_section(run_dir, "model").get("moe_capacity_factor")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def expert_count_from_config(run_dir: Path) -> Optional[int]:
     """model.moe_expert_count from .hydra/config.yaml, else from .hydra/overrides.yaml; None if neither."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if cfg_path.is_file():
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}  # plain YAML: ${...} interpolations stay strings
-        model = cfg.get("model") if isinstance(cfg, dict) else None
-        if isinstance(model, dict):
-            n = _as_int(model.get("moe_expert_count"))
-            if n is not None:
-                return n
+    n = _as_int(hydra_section(run_dir, "model").get("moe_expert_count"))
+    if n is not None:
+        return n
     ov_path = run_dir / ".hydra" / "overrides.yaml"
     if ov_path.is_file():
         for item in yaml.safe_load(ov_path.read_text()) or []:
@@ -264,6 +276,7 @@ def read_run(path: Path, experts: Optional[int] = None) -> Run:
     return Run(
         experts=experts, path=path, log=log, params=model_params(lines), updates=updates,
         nlp=[valid[u][0] for u in updates], loss=loss, wall=wall,
+        capacity_factor=capacity_factor_from_config(run_dir),
     )
 
 
@@ -278,15 +291,22 @@ def parse_run_arg(s: str) -> Tuple[int, Path]:
 def read_runs(paths: Sequence[Path], run_args: Sequence[str]) -> List[Run]:
     runs = [read_run(p) for p in collect_paths(paths)]
     runs += [read_run(p, n) for n, p in (parse_run_arg(s) for s in run_args)]
-    seen: Dict[int, Run] = {}
+    by_count: Dict[int, List[Run]] = {}
     for r in runs:
-        if r.experts in seen:
+        by_count.setdefault(r.experts, []).append(r)
+    for n, group in by_count.items():
+        if len(group) == 1:
+            continue
+        factors = [r.capacity_factor for r in group]
+        if n == 0 or None in factors or len(set(factors)) < len(factors):
+            same = "" if n == 0 else " and the same (or no) capacity factor"
             raise SystemExit(
-                f"error: two runs with {r.experts} experts: {seen[r.experts].path} and {r.path}; "
+                f"error: two runs with {n} experts{same}: {group[0].path} and {group[1].path}; "
                 "pass only one of them (or give one an explicit --run EXPERTS=PATH)"
             )
-        seen[r.experts] = r
-    return sorted(runs, key=lambda r: r.experts)
+        for r in group:  # Table 1's arms: same experts, different capacity factors
+            r.name = f"{experts_label(n)} (capacity factor {r.capacity_factor:g})"
+    return sorted(runs, key=lambda r: (r.experts, r.capacity_factor or 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +322,7 @@ def summarize(runs: Sequence[Run], tokens_per_update: Optional[int] = None) -> D
         row = {
             "experts": r.experts,
             "label": r.label,
+            "capacity_factor": r.capacity_factor,
             "path": str(r.path),
             "log": str(r.log),
             "params": r.params,
@@ -317,7 +338,7 @@ def summarize(runs: Sequence[Run], tokens_per_update: Optional[int] = None) -> D
             ],
         }
         if sp is not None:
-            row.update(sp["runs"][r.experts])
+            row.update(sp["runs"][r.label])
         if dense is not None and r is not dense:
             row["gap_to_dense"] = gap_curve(r, dense, tokens_per_update)
             row["overtake"] = overtake(row["gap_to_dense"])
@@ -373,12 +394,12 @@ def gap_table(summary: Dict) -> List[str]:
     by_update: Dict[float, Dict] = {}
     for r in sparse:
         for g in r["gap_to_dense"]:
-            by_update.setdefault(g["num_updates"], {"dense": g["dense"]})[r["experts"]] = g
+            by_update.setdefault(g["num_updates"], {"dense": g["dense"]})[r["label"]] = g
     rows = []
     for u in sorted(by_update):
         cells = [f"{u:g}"] + ([f"{u * tpu / 1e6:.1f}M"] if tpu else []) + [f"{by_update[u]['dense']:.4f}"]
         for r in sparse:
-            g = by_update[u].get(r["experts"])
+            g = by_update[u].get(r["label"])
             cells += [f"{g['run']:.4f}", f"{g['gap']:+.4f}"] if g else ["", ""]
         rows.append(cells)
     lines = ["## Gap to dense", "", "Validation neg. log perplexity; gap = run minus dense (positive: the run "
@@ -425,8 +446,8 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
     notes = []
     cmap = plt.get_cmap("viridis")
     sparse = [r for r in runs if r.experts != 0]
-    colors = {r.experts: cmap(0.1 + 0.75 * i / max(len(sparse) - 1, 1)) for i, r in enumerate(sparse)}
-    colors[0] = "black"
+    colors = {r.label: cmap(0.1 + 0.75 * i / max(len(sparse) - 1, 1)) for i, r in enumerate(sparse)}
+    colors[experts_label(0)] = "black"
     q_star = summary["dense_final_neg_log_perplexity"]
     title = textwrap.fill(title, 60)  # long titles wrap instead of running off the figure
 
@@ -437,7 +458,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
             if xs is None:
                 notes.append(f"note: {r.label} ({r.path}) has no wall time records; left out of {fname}")
                 continue
-            ax.plot(xs, r.nlp, marker="o", ms=3, color=colors[r.experts], label=r.label)
+            ax.plot(xs, r.nlp, marker="o", ms=3, color=colors[r.label], label=r.label)
         if q_star is not None:
             ax.axhline(q_star, color="gray", ls=":", lw=1, label="dense final")
         ax.set_xlabel(xlabel)
@@ -458,7 +479,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color="gray", lw=1, zorder=1)
         for p, q, r in pts:
-            ax.scatter([p], [q], color=colors[r.experts], zorder=2)
+            ax.scatter([p], [q], color=colors[r.label], zorder=2)
             ax.annotate(r.label, (p, q), textcoords="offset points", xytext=(5, -12), fontsize=8)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.1)
@@ -474,7 +495,7 @@ def plot_all(runs: Sequence[Run], summary: Dict, out: Path, title: str) -> List[
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for r in sparse_rows:
             xs = [g["num_updates"] * tpu / 1e6 if tpu else g["num_updates"] for g in r["gap_to_dense"]]
-            ax.plot(xs, [g["gap"] for g in r["gap_to_dense"]], marker="o", ms=3, color=colors[r["experts"]],
+            ax.plot(xs, [g["gap"] for g in r["gap_to_dense"]], marker="o", ms=3, color=colors[r["label"]],
                     label=r["label"])
         ax.axhline(0, color="black", lw=1, label="dense")
         ax.set_xlabel("input tokens seen (millions)" if tpu else "training step (updates)")
