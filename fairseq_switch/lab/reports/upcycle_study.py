@@ -91,7 +91,9 @@ def report(runs: Dict[str, Path], out: Path, title: str) -> Dict:
             a.plot(us, [d["curve"][u] for u in us], marker="o", label=name)
             gs = sorted(d["gap_to_reference"])
             b.plot(gs, [d["gap_to_reference"][u] for u in gs], marker="o", label=name)
-        a.set(xlabel="updates after the dense checkpoint", ylabel="valid neg. log perplexity (nats)", title=title)
+        fig.suptitle(title, fontsize=11)  # over both panels: a long title would run off the left one
+        a.set(xlabel="updates after the dense checkpoint", ylabel="valid neg. log perplexity (nats)",
+              title="validation curves")
         b.axhline(0, color="grey", lw=0.5)
         b.set(xlabel="updates after the dense checkpoint", ylabel=f"minus {ref_name}", title="gap to the reference")
         a.legend()
