@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from fairseq_switch.checkpoints import PARENT_ATTR, inspect_save, list_saves, re
 from fairseq_switch.cli_errors import one_line_errors
 
 from . import ep_harness as H
-from .test_checkpoint_safety import save, save_id_of
+from .test_checkpoint_safety import _EpochItr, save, save_id_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,6 +235,33 @@ def test_a_resume_after_a_rollback_stays_on_the_new_branch(trainer, run12, tmp_p
     with caplog.at_level("WARNING"):
         assert resume_path(str(folder), last, refuse=False) == rollback
     assert caplog.records[0].getMessage().startswith(f"{last} is broken ({last} is not a readable checkpoint")
+
+
+class _MidEpoch(_EpochItr):
+    def state_dict(self):
+        return {**super().state_dict(), "iterations_in_epoch": 5}
+
+
+def test_a_resume_keeps_the_wall_clock(trainer, tmp_path, monkeypatch):
+    """fairseq restores the `wall` stopwatch without a start time, so every log after a resume said wall 0
+    and wall-clock curves (the scaling report's time speed-up) broke; a resume now goes on from the save's
+    training time, and fine-tuning (reset_meters) keeps a clock of its own."""
+    from fairseq import checkpoint_utils
+    from fairseq.logging import metrics
+
+    folder = tmp_path / "ck"
+    _configure(trainer, folder)
+    monkeypatch.setattr(trainer, "_start_time", time.time() - 1000)  # this run has trained for 1000 s
+    checkpoint_utils.save_checkpoint(trainer.cfg.checkpoint, trainer, _MidEpoch(), 1.0)  # update 12, mid-epoch
+    last = str(folder / "checkpoint_last.pt")
+    metrics.get_meter("default", "wall").start()  # a new process: its clock starts at 0
+    assert trainer.load_checkpoint(last) is not None
+    wall = metrics.get_meter("default", "wall").elapsed_time  # what fairseq-train logs as `wall`
+    assert 1000 <= wall < 1060, wall  # fairseq: 0.0
+    metrics.get_meter("default", "wall").start()
+    trainer.load_checkpoint(last, reset_optimizer=True, reset_lr_scheduler=True, reset_meters=True)
+    wall = metrics.get_meter("default", "wall").elapsed_time
+    assert wall < 60, wall
 
 
 def test_parents_are_recorded_in_the_manifest(run12):

@@ -45,7 +45,7 @@ from .fingerprint import check_dictionary, check_vocabulary, dictionary_of, voca
 from .manifest import leftover_temp_files
 from .names import MANIFEST_SUFFIX, RECORD_KEY, main_of, model_param_names, shard_suffix, switch_layers_of
 from .options import checkpoint_checks
-from .resume import refuse_restart_over_saves, resolve_restore_file, resume_path
+from .resume import continue_wall_clock, refuse_restart_over_saves, resolve_restore_file, resume_path
 from .save import CRASH_DUMP, PARENT_ATTR, PendingSave, layout_of, new_save, save_checkpoint
 from .sharding import LoadTarget, localize, read_named
 
@@ -163,10 +163,13 @@ def trainer_save(orig_save: Callable) -> Callable:
 
 
 def trainer_load(orig_load: Callable) -> Callable:
-    """Trainer.load_checkpoint: resume fallback, vocabulary checks, every rank reads its experts."""
+    """Trainer.load_checkpoint: resume fallback, vocabulary checks, every rank reads its experts, and a
+    resume's wall clock goes on from the save's."""
 
     def trainer_load(trainer: "Trainer", filename: str, reset_optimizer: bool = False, *args: Any,
                      **kwargs: Any) -> Optional[dict]:
+        # (reset_lr_scheduler, optimizer_overrides, reset_meters) follow; fine-tuning resets the meters
+        reset_meters = kwargs.get("reset_meters", args[2] if len(args) > 2 else False)
         filename = _read_from(trainer, filename)
         call = _load_call(trainer, reset_optimizer)
         try:
@@ -182,6 +185,8 @@ def trainer_load(orig_load: Callable) -> Callable:
             raise ValueError(load_hints.mismatch_message(filename, saved, trainer.cfg.model, e.__context__)) from e
         # the saves of this run continue the one read (none: a fresh start)
         setattr(trainer, PARENT_ATTR, ((extra or {}).get(RECORD_KEY) or {}).get("save_id"))
+        if extra is not None and not reset_meters:
+            continue_wall_clock(trainer)
         return extra
 
     return trainer_load

@@ -11,10 +11,14 @@ newest complete save of it (`resume_path`) when checkpoint_last's save is broken
 
 import logging
 import os
-from typing import Dict, List, Optional, Set
+import time
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 from .manifest import SaveStatus, list_saves
 from .names import SAVE_FILE
+
+if TYPE_CHECKING:
+    from fairseq.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +119,19 @@ def resume_path(save_dir: str, last: str, refuse: bool, announce: bool = True) -
     if announce:
         logger.warning(f"{bad}; resuming from {best.path} (update {best.num_updates}), the newest complete save")
     return best.path
+
+
+def continue_wall_clock(trainer: "Trainer") -> None:
+    """A resumed run's logged `wall` goes on from its training time at the save (fairseq's own
+    `cumulative_training_time`, kept in the save) instead of reading 0 ever after.
+
+    fairseq 0.12 restores the `wall` stopwatch from the save's metrics without a start time
+    (StopwatchMeter.load_state_dict), and its elapsed time is 0 until the process ends; the reset of
+    time meters beside it skips stopwatches. After a resume at an epoch's end (metrics not restored)
+    `wall` started again from 0. Either way wall-clock curves broke at every resume.
+    """
+    from fairseq.logging import metrics
+
+    wall = metrics.get_meter("default", "wall")
+    if wall is not None and hasattr(wall, "start_time"):
+        wall.start_time = time.perf_counter() - trainer.cumulative_training_time()

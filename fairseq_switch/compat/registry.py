@@ -174,7 +174,8 @@ PATCHES: List[Patch] = [
         "(self, filename, reset_optimizer=False, reset_lr_scheduler=False, optimizer_overrides=None, "
         "reset_meters=False)",
         "the Trainer's load (rank 0's file broadcast to every rank)",
-        f"{_SHARDED}; a plain resume falls back to the newest complete save; vocabulary and dictionary checks",
+        f"{_SHARDED}; a plain resume falls back to the newest complete save; vocabulary and dictionary checks; "
+        "a resume's logged wall clock goes on from the save's (fairseq's stays at 0)",
         _checkpoints("trainer_load")),
     Patch(
         "trainer_saves_on_expert_ranks", "fairseq.trainer:Trainer.should_save_checkpoint_on_current_rank",
