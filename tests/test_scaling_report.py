@@ -238,6 +238,37 @@ def test_capacity_factor_arms_share_an_expert_count(tmp_path):
     assert row.endswith("| -3.2000 | -3.1000 | +0.1000 | -2.9000 | +0.3000 |"), row
 
 
+def _timed_job(job: Path, experts, records, valid):
+    """records: [(num_updates, wall, train_wall)] in log order (a resume repeats updates)."""
+    make_job(job, experts, None, None)
+    lines = [hydra_line("train_inner", {"num_updates": str(u), "wall": str(w), "train_wall": str(tw)})
+             for u, w, tw in records]
+    lines += [hydra_line("valid", valid_rec(u, q)) for u, q in valid]
+    (job / "hydra_train.log").write_text("\n".join(lines) + "\n")
+
+
+def test_a_resumed_run_is_timed_by_its_summed_train_wall(tmp_path):
+    # dense was killed after update 300 and resumed from its save at 200: fairseq logged wall 0 from then on.
+    # Summed train_wall (the repeated interval 200-300 counted once, the last logged): 8, 16, 25, 33 at 100-400.
+    # 8 experts: 5, 15, 25 at 50, 150, 250 -> 10, 20, 30 at 100, 200, 300 (extrapolated); it reaches
+    # q* = -3.0 at 266.67 updates, 20 + (2/3) * 10 = 26.67 s -> time speed-up 33 / 26.67 = 1.2375.
+    root = tmp_path / "s"
+    _timed_job(root / "0", 0, [(100, 10, 8), (200, 20, 8), (300, 30, 8), (300, 0, 9), (400, 0, 8)], DENSE_VALID)
+    _timed_job(root / "8", 8, [(50, 6, 5), (150, 18, 10), (250, 30, 10)], SWITCH_VALID)
+    summary = sr.make_report([str(root)])
+    assert summary["clock"] == "train_wall"
+    rows = by_experts(summary)
+    assert rows[0]["wall_seconds"] == pytest.approx(33)
+    assert rows[8]["seconds_to_reach"] == pytest.approx(80 / 3)
+    assert rows[8]["time_speedup"] == pytest.approx(33 / (80 / 3))
+    assert sr.TRAIN_WALL_NOTE in (root / "report" / "report.md").read_text()
+    # without the resume the logged wall is used: dense 40 s, 8 experts 32 s to q* (the hand-computed 1.25x)
+    _timed_job(tmp_path / "t" / "0", 0, [(u, w, 1) for u, w in DENSE_TRAIN], DENSE_VALID)
+    _timed_job(tmp_path / "t" / "8", 8, [(u, w, 1) for u, w in SWITCH_TRAIN], SWITCH_VALID)
+    summary = sr.make_report([str(tmp_path / "t")])
+    assert summary["clock"] == "wall" and by_experts(summary)[8]["time_speedup"] == pytest.approx(1.25)
+
+
 def test_error_duplicate_capacity_factor(tmp_path):
     make_job(tmp_path / "s" / "0", 8, SWITCH_TRAIN, SWITCH_VALID, capacity_factor=2.0)
     make_job(tmp_path / "s" / "1", 8, SWITCH_TRAIN, SWITCH_VALID, capacity_factor=2.0)

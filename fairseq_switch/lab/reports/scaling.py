@@ -27,6 +27,12 @@ last logged wins). Before the first such record the interpolation runs from (0 u
 last one it extrapolates along the last two records (with a single record: at that record's
 seconds per update).
 
+Resumed runs: fairseq 0.12 logs `wall` 0 after a mid-epoch resume (and from 0 again after one at an
+epoch's end); the plugin fixes that for new runs (checkpoints/resume.py: continue_wall_clock). Where any
+run's `wall` goes back as its updates go on, every run of the report is timed instead by its summed
+`train_wall` (the seconds of the training steps of each logged interval, validation and saves left
+out; a repeated interval counts once, the last logged), and the report says so.
+
 Gap to dense: at every update where a run and the dense run both validated, the run's neg. log
 perplexity minus dense's (positive = the run is ahead), against input tokens seen (updates x
 `--tokens-per-update`, by default the dense run's `dataset.max_tokens`); the overtake point is the first
@@ -73,6 +79,8 @@ class Run:
     nlp: List[float]  # validation neg. log perplexity (nats) at those points
     loss: List[float]  # validation loss as logged (base 2)
     wall: Optional[List[float]]  # interpolated wall seconds at those points; None without time records
+    train_time: Optional[List[float]] = None  # the same from the summed train_wall (see the module docstring)
+    wall_goes_back: bool = False  # a resume reset the logged wall (fairseq's defect): use train_time
     capacity_factor: Optional[float] = None  # model.moe_capacity_factor from .hydra/config.yaml, if any
     name: Optional[str] = None  # set by read_runs where the expert count alone is ambiguous
 
@@ -89,20 +97,32 @@ def experts_label(n: int) -> str:
 # pure functions: interpolation, crossings, speed-ups
 
 
-def time_points(lines: Sequence[str]) -> List[Tuple[float, float]]:
-    """(num_updates, wall) from train_inner and end-of-epoch train records, increasing in updates.
+def time_points(lines: Sequence[str], key: str = "wall") -> List[Tuple[float, float]]:
+    """(num_updates, seconds) from train_inner and end-of-epoch train records, increasing in updates.
 
-    Records are taken in log order; for a repeated update count the last logged wall wins.
+    Records are taken in log order; for a repeated update count the last logged one wins. key "wall":
+    the logged wall; "train_wall": the running sum of the intervals' train_wall.
     """
     pts: Dict[float, float] = {}
     order = []  # records in log order, so that "last logged" is well defined across both tags
     for line in lines:
         order += json_records([line], "train_inner") or json_records([line], "train")
     for r in order:
-        u, w = r.get("num_updates"), r.get("wall")
+        u, w = r.get("num_updates"), r.get(key)
         if isinstance(u, (int, float)) and isinstance(w, (int, float)):
             pts[float(u)] = float(w)
-    return sorted(pts.items())
+    out = sorted(pts.items())
+    if key == "train_wall":
+        total = 0.0
+        for i, (u, w) in enumerate(out):
+            total += w
+            out[i] = (u, total)
+    return out
+
+
+def goes_back(points: Sequence[Tuple[float, float]]) -> bool:
+    """Whether the seconds ever decrease as the updates increase (a resume that reset the clock)."""
+    return any(b[1] < a[1] for a, b in zip(points, points[1:]))
 
 
 def interp_wall(points: Sequence[Tuple[float, float]], u: float) -> Optional[float]:
@@ -191,10 +211,13 @@ def describe_overtake(label: str, ov: Dict, tokens_per_update: Optional[int]) ->
 def truncate(run: Run, max_update: float) -> Run:
     """The run's validation points up to max_update."""
     keep = [i for i, u in enumerate(run.updates) if u <= max_update]
+    def cut(xs: Optional[List[float]]) -> Optional[List[float]]:
+        return [xs[i] for i in keep] if xs else None
+
     return Run(experts=run.experts, path=run.path, log=run.log, params=run.params,
                updates=[run.updates[i] for i in keep], nlp=[run.nlp[i] for i in keep],
-               loss=[run.loss[i] for i in keep], wall=[run.wall[i] for i in keep] if run.wall else None,
-               capacity_factor=run.capacity_factor, name=run.name)
+               loss=[run.loss[i] for i in keep], wall=cut(run.wall), train_time=cut(run.train_time),
+               wall_goes_back=run.wall_goes_back, capacity_factor=run.capacity_factor, name=run.name)
 
 
 def hydra_section(run_dir: Path, name: str) -> Dict:
@@ -271,13 +294,25 @@ def read_run(path: Path, experts: Optional[int] = None) -> Run:
     updates = sorted(valid)
     pts = time_points(lines)
     wall = [interp_wall(pts, u) for u in updates] if pts else None
+    train_pts = time_points(lines, "train_wall")
+    train_time = [interp_wall(train_pts, u) for u in updates] if train_pts else None
     losses = [valid[u][1].get("loss") for u in updates]
     loss = [v if isinstance(v, (int, float)) else float("nan") for v in losses]
     return Run(
         experts=experts, path=path, log=log, params=model_params(lines), updates=updates,
-        nlp=[valid[u][0] for u in updates], loss=loss, wall=wall,
-        capacity_factor=capacity_factor_from_config(run_dir),
+        nlp=[valid[u][0] for u in updates], loss=loss, wall=wall, train_time=train_time,
+        wall_goes_back=goes_back(pts), capacity_factor=capacity_factor_from_config(run_dir),
     )
+
+
+def choose_clock(runs: Sequence[Run]) -> str:
+    """"wall", or "train_wall" where some run's wall goes back: then every run is timed by its summed
+    train_wall (one clock for all runs), in place."""
+    if not any(r.wall_goes_back for r in runs):
+        return "wall"
+    for r in runs:
+        r.wall = r.train_time
+    return "train_wall"
 
 
 def parse_run_arg(s: str) -> Tuple[int, Path]:
@@ -414,6 +449,8 @@ def report_markdown(summary: Dict, title: str) -> str:
     if summary.get("common_budget") is not None:
         parts += [f"All runs compared at update {summary['common_budget']:g}, the last one every run reached "
                   f"(--common-budget).", ""]
+    if summary.get("clock") == "train_wall":
+        parts += [TRAIN_WALL_NOTE, ""]
     q = summary["dense_final_neg_log_perplexity"]
     if q is not None:
         parts += [f"Speed-ups over the dense run (q* = {q:.4f} nats/token):", "", SPEEDUP_TEXT, ""]
@@ -434,6 +471,10 @@ def report_markdown(summary: Dict, title: str) -> str:
 
 
 NO_DENSE_NOTE = "No dense run (0 experts) in the sweep: speed-up columns omitted."
+TRAIN_WALL_NOTE = (
+    "A run's logged wall goes back after a resume (fairseq 0.12 logs wall 0 after one), so every run's "
+    "seconds here are its summed train_wall: the training steps' time, validation and saves left out."
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,8 +583,10 @@ def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
     dense = next((r for r in runs if r.experts == 0), None)
     if tpu is None and dense is not None:
         tpu = tokens_per_update_from_config(dense.path if dense.path.is_dir() else dense.path.parent)
+    clock = choose_clock(runs)
     summary = summarize(runs, tpu)
     summary["common_budget"] = budget
+    summary["clock"] = clock
     summary["title"] = a.title
     notes = plot_all(runs, summary, a.out, a.title)
     (a.out / "report.md").write_text(report_markdown(summary, a.title))
@@ -555,6 +598,8 @@ def make_report(argv: Optional[Sequence[str]] = None) -> Dict:
             print(describe_overtake(r["label"], r["overtake"], summary["tokens_per_update"]))
     if summary["dense_final_neg_log_perplexity"] is None:
         print(f"note: {NO_DENSE_NOTE}")
+    if clock == "train_wall":
+        print(f"note: {TRAIN_WALL_NOTE}")
     for n in notes:
         print(n)
     gap_png = "gap_vs_tokens.png," if any("gap_to_dense" in r for r in summary["runs"]) else ""
