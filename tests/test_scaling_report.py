@@ -126,12 +126,22 @@ def test_speedups_against_hand_computed_values(sweep, capsys):
     assert never["updates_to_reach"] is None and never["step_speedup"] is None
     assert never["seconds_to_reach"] is None and never["time_speedup"] is None
 
+    # at the end, read the other way: dense reaches 2 experts' final -3.1 at 300 + 0.5 * 100 = 350 updates
+    # (35 s of its 10 s/100-update walls) against 2 experts' 300 updates (33 s): 1.167x and 1.061x;
+    # 8 experts end at -2.9, which dense never reaches; dense itself matches at its final point
+    assert never["dense_updates_to_match"] == pytest.approx(350)
+    assert never["end_step_speedup"] == pytest.approx(350 / 300)
+    assert never["end_time_speedup"] == pytest.approx(35 / 33)
+    assert sw["dense_updates_to_match"] is None and sw["end_step_speedup"] is None and sw["end_time_speedup"] is None
+    assert dense["end_step_speedup"] == pytest.approx(1.0) and dense["end_time_speedup"] == pytest.approx(1.0)
+
     out = sweep / "report"
     for name in ("nlp_vs_steps.png", "nlp_vs_time.png", "loss_vs_params.png", "report.md", "report.json"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "report.json").read_text())["runs"][2]["step_speedup"] == pytest.approx(1.5)
     md = (out / "report.md").read_text()
     assert "| 8 experts |" in md and "1.50x" in md and "1.25x" in md and "not reached" in md
+    assert "| 1.17x | 1.06x |" in md and "beyond dense" in md
     assert "q* = " in md
     stdout = capsys.readouterr().out
     assert "| 2 experts |" in stdout and "not reached" in stdout

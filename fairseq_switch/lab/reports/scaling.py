@@ -46,6 +46,11 @@ Step speed-up of M = dense final update count / the first update at which M reac
 interpolated between the two validation points around the crossing (if M is already at q* at its first
 validation, that point is used). Time speed-up: the same in wall-clock seconds. A run that never
 reaches q* reports "not reached" (null in report.json).
+
+Speed-up at the end (the paper's Fig. 4 read the other way): the update at which dense first reaches M's
+final quality (interpolated as above) / M's final update count; below 1 where M ends behind dense,
+"beyond dense" where dense never gets there. The time version divides dense's seconds to that quality by
+M's seconds.
 """
 
 import argparse
@@ -170,7 +175,13 @@ def speedups(runs: Sequence[Run]) -> Optional[Dict]:
         else:
             u_cross = crossing(r.updates, r.nlp, q_star)
             t_cross = crossing(r.wall, r.nlp, q_star) if r.wall else None
+        u_match = crossing(dense.updates, dense.nlp, r.nlp[-1])
+        t_match = crossing(dense.wall, dense.nlp, r.nlp[-1]) if dense.wall else None
+        t_final = r.wall[-1] if r.wall else None
         out["runs"][r.label] = {
+            "dense_updates_to_match": u_match,
+            "end_step_speedup": u_match / r.updates[-1] if u_match is not None else None,
+            "end_time_speedup": t_match / t_final if (t_match is not None and t_final) else None,
             "updates_to_reach": u_cross,
             "seconds_to_reach": t_cross,
             "step_speedup": d_updates / u_cross if u_cross else None,
@@ -391,7 +402,9 @@ SPEEDUP_TEXT = (
     "count / the first update at which the run reaches q* (linear interpolation between the two "
     "validation points around the crossing); time speed-up = the same in wall-clock seconds (validation "
     "wall times are interpolated from the train_inner/train records' `wall`, which includes validation "
-    "time). 'not reached': the run never got to q*."
+    "time). 'not reached': the run never got to q*. Speed-up at the end = the update (or second) at which "
+    "dense first reaches the run's final quality / the run's final update count (seconds); below 1: the run "
+    "ends behind dense; 'beyond dense': dense never gets there."
 )
 
 
@@ -399,7 +412,8 @@ def markdown_table(summary: Dict) -> str:
     with_sp = summary["dense_final_neg_log_perplexity"] is not None
     head = ["experts", "params", "updates", "final valid loss", "final valid neg. log ppl", "wall s", "s/update"]
     if with_sp:
-        head += ["updates to q*", "step speed-up", "s to q*", "time speed-up"]
+        head += ["updates to q*", "step speed-up", "s to q*", "time speed-up", "dense updates to match",
+                 "step speed-up at end", "time speed-up at end"]
     rows = []
     for r in summary["runs"]:
         cells = [
@@ -413,6 +427,12 @@ def markdown_table(summary: Dict) -> str:
             cells += [
                 fmt(r["updates_to_reach"], ".1f", nr), fmt(r["step_speedup"], ".2f", nr, "x"),
                 fmt(r["seconds_to_reach"], ".0f", no_time), fmt(r["time_speedup"], ".2f", no_time, "x"),
+            ]
+            beyond = "beyond dense"
+            no_end_time = beyond if r["dense_updates_to_match"] is None else "no wall time"
+            cells += [
+                fmt(r["dense_updates_to_match"], ".1f", beyond), fmt(r["end_step_speedup"], ".2f", beyond, "x"),
+                fmt(r["end_time_speedup"], ".2f", no_end_time, "x"),
             ]
         rows.append(cells)
     return "\n".join(md_table(head, rows))
