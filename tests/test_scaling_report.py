@@ -248,11 +248,16 @@ def test_capacity_factor_arms_share_an_expert_count(tmp_path):
     assert row.endswith("| -3.2000 | -3.1000 | +0.1000 | -2.9000 | +0.3000 |"), row
 
 
-def _timed_job(job: Path, experts, records, valid):
-    """records: [(num_updates, wall, train_wall)] in log order (a resume repeats updates)."""
+def _timed_job(job: Path, experts, records, valid, epoch_end=None):
+    """records: [(num_updates, wall, train_wall)] in log order (a resume repeats updates); epoch_end: the same
+    for the epoch's train record, whose train_wall is the epoch's sum."""
     make_job(job, experts, None, None)
     lines = [hydra_line("train_inner", {"num_updates": str(u), "wall": str(w), "train_wall": str(tw)})
              for u, w, tw in records]
+    if epoch_end:
+        u, w, tw = epoch_end
+        lines.append(hydra_line("train", {"train_num_updates": str(u), "train_wall": str(w),
+                                          "train_train_wall": str(tw)}))  # fairseq prefixes the epoch's keys
     lines += [hydra_line("valid", valid_rec(u, q)) for u, q in valid]
     (job / "hydra_train.log").write_text("\n".join(lines) + "\n")
 
@@ -263,7 +268,8 @@ def test_a_resumed_run_is_timed_by_its_summed_train_wall(tmp_path):
     # 8 experts: 5, 15, 25 at 50, 150, 250 -> 10, 20, 30 at 100, 200, 300 (extrapolated); it reaches
     # q* = -3.0 at 266.67 updates, 20 + (2/3) * 10 = 26.67 s -> time speed-up 33 / 26.67 = 1.2375.
     root = tmp_path / "s"
-    _timed_job(root / "0", 0, [(100, 10, 8), (200, 20, 8), (300, 30, 8), (300, 0, 9), (400, 0, 8)], DENSE_VALID)
+    _timed_job(root / "0", 0, [(100, 10, 8), (200, 20, 8), (300, 30, 8), (300, 0, 9), (400, 0, 8)], DENSE_VALID,
+               epoch_end=(400, 0, 17))  # the resumed process's sum, 9 + 8: not one more interval
     _timed_job(root / "8", 8, [(50, 6, 5), (150, 18, 10), (250, 30, 10)], SWITCH_VALID)
     summary = sr.make_report([str(root)])
     assert summary["clock"] == "train_wall"

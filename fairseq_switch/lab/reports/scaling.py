@@ -30,7 +30,7 @@ seconds per update).
 Resumed runs: fairseq 0.12 logs `wall` 0 after a mid-epoch resume (and from 0 again after one at an
 epoch's end); the plugin fixes that for new runs (checkpoints/resume.py: continue_wall_clock). Where any
 run's `wall` goes back as its updates go on, every run of the report is timed instead by its summed
-`train_wall` (the seconds of the training steps of each logged interval, validation and saves left
+`train_wall` (the seconds of the training steps of each logged train_inner interval, validation and saves left
 out; a repeated interval counts once, the last logged), and the report says so.
 
 Gap to dense: at every update where a run and the dense run both validated, the run's neg. log
@@ -106,12 +106,13 @@ def time_points(lines: Sequence[str], key: str = "wall") -> List[Tuple[float, fl
     """(num_updates, seconds) from train_inner and end-of-epoch train records, increasing in updates.
 
     Records are taken in log order; for a repeated update count the last logged one wins. key "wall":
-    the logged wall; "train_wall": the running sum of the intervals' train_wall.
+    the logged wall; "train_wall": the running sum of the train_inner intervals' train_wall (an epoch's
+    train record holds the epoch's sum, so it is left out).
     """
     pts: Dict[float, float] = {}
     order = []  # records in log order, so that "last logged" is well defined across both tags
     for line in lines:
-        order += json_records([line], "train_inner") or json_records([line], "train")
+        order += json_records([line], "train_inner") or (json_records([line], "train") if key == "wall" else [])
     for r in order:
         u, w = r.get("num_updates"), r.get(key)
         if isinstance(u, (int, float)) and isinstance(w, (int, float)):
