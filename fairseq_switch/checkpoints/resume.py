@@ -134,4 +134,5 @@ def continue_wall_clock(trainer: "Trainer") -> None:
 
     wall = metrics.get_meter("default", "wall")
     if wall is not None and hasattr(wall, "start_time"):
-        wall.start_time = time.perf_counter() - trainer.cumulative_training_time()
+        # float(): after an expert-parallel load the saved time can come back as a tensor
+        wall.start_time = time.perf_counter() - float(trainer.cumulative_training_time())
